@@ -6,6 +6,11 @@ namespace sandboxlet {
 
 void RealClock::SleepUntil(TimePoint deadline) { std::this_thread::sleep_until(deadline); }
 
+void RealClock::WaitUntil(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                          TimePoint deadline) {
+  cv.wait_until(lock, deadline);
+}
+
 RealClock* RealClock::Get() {
   static RealClock* clock = new RealClock();
   return clock;
@@ -28,6 +33,12 @@ std::chrono::system_clock::time_point FakeClock::WallNow() const {
 void FakeClock::SleepUntil(TimePoint deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return now_ >= deadline; });
+}
+
+void FakeClock::WaitUntil(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                          TimePoint deadline) {
+  if (Now() >= deadline) return;
+  cv.wait_for(lock, std::chrono::milliseconds(2));
 }
 
 void FakeClock::Advance(Duration d) {
