@@ -22,7 +22,8 @@ absl::Status ReadString(const nlohmann::json& obj, std::string_view source, cons
                         std::string* out) {
   auto it = obj.find(field);
   if (it == obj.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_string()) return FieldError(source, field, Cat("must be a string, got ", it->type_name()));
+  if (!it->is_string())
+    return FieldError(source, field, Cat("must be a string, got ", it->type_name()));
   *out = it->get<std::string>();
   return absl::OkStatus();
 }
