@@ -56,9 +56,7 @@ ChVersion ChVersion::Of(int major, int minor, int patch) {
   return v;
 }
 
-std::string ChVersion::ToString() const {
-  return Cat("v", major, ".", minor, ".", patch, suffix);
-}
+std::string ChVersion::ToString() const { return Cat("v", major, ".", minor, ".", patch, suffix); }
 
 absl::StatusOr<ChVersion> ParseChVersion(std::string_view version_output) {
   // The first non-empty line (CONTRACT §2); CRLF tolerated.
@@ -78,9 +76,8 @@ absl::StatusOr<ChVersion> ParseChVersion(std::string_view version_output) {
     return absl::InvalidArgumentError("CH version: empty --version output");
   }
   auto bad = [&] {
-    return absl::InvalidArgumentError(
-        Cat("CH version: expected \"cloud-hypervisor v<major>.<minor>[.<patch>]\", got ",
-            Quote(line)));
+    return absl::InvalidArgumentError(Cat(
+        "CH version: expected \"cloud-hypervisor v<major>.<minor>[.<patch>]\", got ", Quote(line)));
   };
   if (!StartsWith(line, kPrefix)) return bad();
   std::string_view s = line.substr(kPrefix.size());
@@ -141,8 +138,8 @@ absl::StatusOr<ChVersion> DetectChVersion(const std::string& vmm_bin,
     }
   }
   if (!run->ok()) {
-    std::string why =
-        run->term_signal ? Cat("killed by signal ", run->term_signal) : Cat("exit ", run->exit_code);
+    std::string why = run->term_signal ? Cat("killed by signal ", run->term_signal)
+                                       : Cat("exit ", run->exit_code);
     return absl::InvalidArgumentError(Cat(what, " is not Cloud Hypervisor: `--version` failed (",
                                           why, "): ", Quote(Trim(run->err))));
   }

@@ -48,9 +48,9 @@ struct ChVersion {
   bool MemoryRestoreMode() const { return major >= 52; }  // RestoreConfig.memory_restore_mode
   bool NoShutdownFlag() const { return major >= 52; }     // --no-shutdown
   bool SparseMemoryRanges() const { return major >= 52; }
-  bool NotCreatedIs404() const { return major >= 53; }  // VmNotCreated/VmMissingConfig → 404
-  bool NullsOmitted() const { return major >= 53; }     // config.json / vm.info without nulls
-  bool SocketLock() const { return major >= 53; }       // <api-socket>.lock, stale socket removed
+  bool NotCreatedIs404() const { return major >= 53; }   // VmNotCreated/VmMissingConfig → 404
+  bool NullsOmitted() const { return major >= 53; }      // config.json / vm.info without nulls
+  bool SocketLock() const { return major >= 53; }        // <api-socket>.lock, stale socket removed
   bool BootResumesPaused() const { return major < 53; }  // vm.boot of a Paused VM resumes it
   // Largest request body CH accepts (CONTRACT §1.7): 51200 bytes up to v53; unreleased main
   // (crate 54+) accepts 4 MiB.
