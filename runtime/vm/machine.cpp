@@ -69,8 +69,12 @@ ch::VmConfig BuildVmConfig(const MachineEnv& env, const MachineSpec& spec) {
   if (spec.tap) {
     ch::NetConfig net;
     net.tap = spec.tap->name;
-    net.ip = spec.tap->ip;
-    net.mask = spec.tap->mask;
+    // ip/mask configure the host side of a tap CH creates itself; our tap0 is pre-created with
+    // the gateway address, so they are omitted (CONTRACT §6: together or not at all).
+    if (!spec.tap->ip.empty()) {
+      net.ip = spec.tap->ip;
+      net.mask = spec.tap->mask;
+    }
     net.mac = spec.tap->mac;
     net.id = "net0";
     config.net.push_back(net);
