@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libabsl-dev libcurl4-openssl-dev nlohmann-json3-dev libyaml-cpp-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
-  prometheus-cpp-dev libsqlite3-dev libcpprest-dev
+  prometheus-cpp-dev libsqlite3-dev libcpprest-dev prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 iptables nftables util-linux e2fsprogs xfsprogs btrfs-progs procps psmisc
   clang-format
