@@ -558,6 +558,7 @@ absl::StatusOr<SnapshotInfo> NodeRuntime::Snapshot(const std::string& uid,
   if (!e || !e->machine || !e->volume) {
     return absl::FailedPreconditionError(Cat("snapshot of sandbox ", uid, ": no running VM"));
   }
+  PrepareGuestForSnapshot(uid);
   vm::SnapshotRequest req;
   req.snapshot_id = snapshot_id;
   req.template_name = e->record.template_name;
@@ -588,6 +589,7 @@ absl::StatusOr<SnapshotInfo> NodeRuntime::Hibernate(const std::string& uid,
   if (!e || !e->machine || !e->volume) {
     return absl::FailedPreconditionError(Cat("hibernate sandbox ", uid, ": no running VM"));
   }
+  PrepareGuestForSnapshot(uid);
   vm::SnapshotRequest req;
   req.snapshot_id = snapshot_id;
   req.template_name = e->record.template_name;
@@ -643,6 +645,67 @@ absl::Status NodeRuntime::Destroy(const std::string& uid) {
   std::lock_guard<std::mutex> lock(mu_);
   entries_.erase(uid);
   return absl::OkStatus();
+}
+
+absl::StatusOr<guest::AgentClient> NodeRuntime::GuestClient(const std::string& uid) {
+  const GuestAgentOptions& g = options_.guest_agent;
+  guest::AgentClientOptions o;
+  o.port = g.port;
+  o.timeout = g.request_timeout;
+  o.prepare_timeout = g.prepare_timeout;
+  VmPhase phase;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(uid);
+    if (it == entries_.end()) {
+      return absl::FailedPreconditionError(
+          Cat("guest agent of sandbox ", uid, ": no such sandbox"));
+    }
+    const Entry& e = *it->second;
+    o.sandbox = e.record.key.empty() ? uid : e.record.key;
+    phase = e.phase;
+    if (e.net) o.address = e.net->slot_ip;
+  }
+  const std::string what = Cat("guest agent of ", o.sandbox);
+  if (!g.enabled) {
+    return absl::FailedPreconditionError(
+        Cat(what, ": the guest agent is disabled on this node (guest_agent.enabled=false)"));
+  }
+  if (o.address.empty()) {
+    return absl::FailedPreconditionError(Cat(what, ": the sandbox has no network to reach it by"));
+  }
+  if (phase != VmPhase::kRunning) {
+    return absl::FailedPreconditionError(
+        Cat(what, ": the VM is ", VmPhaseName(phase), ", not Running"));
+  }
+  return guest::AgentClient(std::move(o));
+}
+
+absl::StatusOr<guest::AgentHealth> NodeRuntime::GuestHealth(const std::string& uid) {
+  SBL_ASSIGN_OR_RETURN(guest::AgentClient client, GuestClient(uid));
+  return client.Health();
+}
+
+absl::Status NodeRuntime::GuestInit(const std::string& uid, const guest::InitRequest& request) {
+  SBL_ASSIGN_OR_RETURN(guest::AgentClient client, GuestClient(uid));
+  return client.Init(request);
+}
+
+absl::StatusOr<guest::AgentHealth> NodeRuntime::GuestWaitReady(const std::string& uid) {
+  SBL_ASSIGN_OR_RETURN(guest::AgentClient client, GuestClient(uid));
+  const GuestAgentOptions& g = options_.guest_agent;
+  return client.WaitReady(g.ready_timeout, g.poll_interval, g.request_timeout);
+}
+
+void NodeRuntime::PrepareGuestForSnapshot(const std::string& uid) {
+  if (!options_.guest_agent.enabled) return;
+  auto client = GuestClient(uid);
+  if (!client.ok()) return;  // paused or no network: the guest cannot be asked
+  if (absl::Status st = client->PrepareSnapshot(); !st.ok()) {
+    auto e = Find(uid);
+    log::Warn("guest agent did not prepare for the snapshot; taking it anyway",
+              {{"sandbox", e ? e->record.key : uid}, {"error", st.message()}});
+  }
 }
 
 absl::Status NodeRuntime::DeleteSnapshot(const std::string& snapshot_id) {

@@ -25,7 +25,9 @@
 #include <string>
 
 #include "runtime/ch/version.h"
+#include "runtime/guest/agent_client.h"
 #include "runtime/network/sandbox_network.h"
+#include "runtime/node/guest_agent_access.h"
 #include "runtime/node/sandbox_runtime.h"
 #include "runtime/snapshot/store.h"
 #include "runtime/vm/machine.h"
@@ -49,6 +51,9 @@ struct NodeRuntimeOptions {
   std::chrono::milliseconds snapshot_timeout{300000};
   std::chrono::milliseconds stop_grace{3000};
   int parallelism = 16;  // adoption and reclaim workers
+  // The guest agent at <slot address>:<port> (needs networking). Start/RestoreFrom never wait
+  // for it; the controller polls GuestHealth. Snapshot/Hibernate ask it to quiesce first.
+  GuestAgentOptions guest_agent;
   // Metrics hooks (may be empty): every CH call; every VM operation ("boot", "restore",
   // "pause", "resume", "snapshot", "stop") with its duration and whether it succeeded; every
   // VMM exit by reason ("crash", "shutdown", "killed").
@@ -57,7 +62,7 @@ struct NodeRuntimeOptions {
   std::function<void(std::string_view reason)> exit_observer;
 };
 
-class NodeRuntime final : public SandboxRuntime {
+class NodeRuntime final : public SandboxRuntime, public GuestAgentAccess {
  public:
   // Detects the CH version (a missing --vmm-bin is a clear error), opens the volume backend,
   // the network and the snapshot store, and starts the exit watcher.
@@ -82,6 +87,13 @@ class NodeRuntime final : public SandboxRuntime {
       const std::map<std::string, std::string>& claimed) override;
   void SetExitHandler(
       std::function<void(const std::string& uid, const VmExitInfo& exit)> handler) override;
+
+  const GuestAgentOptions& GuestAgentSettings() const override { return options_.guest_agent; }
+  absl::StatusOr<guest::AgentHealth> GuestHealth(const std::string& uid) override;
+  absl::Status GuestInit(const std::string& uid, const guest::InitRequest& request) override;
+  // Polls GuestHealth until it answers or guest_agent.ready_timeout passes (the clear
+  // DeadlineExceeded of AgentClient::WaitReady). Blocks: for tools and tests, not reconcilers.
+  absl::StatusOr<guest::AgentHealth> GuestWaitReady(const std::string& uid);
 
   const ch::ChVersion& version() const { return env_.version; }
   std::string volume_backend() const { return volumes_->Name(); }
@@ -129,6 +141,10 @@ class NodeRuntime final : public SandboxRuntime {
   // Stops the VMM of `e` if any (unwatching it first, so the exit is not reported as a crash).
   absl::Status StopMachine(Entry& e);
   void Timed(std::string_view op, const std::function<absl::Status()>& fn, absl::Status* out);
+  // A client for the guest agent of a Running sandbox with a network (FailedPrecondition else).
+  absl::StatusOr<guest::AgentClient> GuestClient(const std::string& uid);
+  // Best effort `POST /snapshot/prepare` before pausing for a snapshot; failures are logged.
+  void PrepareGuestForSnapshot(const std::string& uid);
   absl::Status AdoptOne(const std::string& uid, const std::string& key, AdoptionReport* report,
                         std::mutex* report_mu);
   std::map<std::string, int> Reclaim(const std::map<std::string, std::string>& claimed);

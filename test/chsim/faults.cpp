@@ -13,21 +13,26 @@ namespace {
 struct KindName {
   const char* name;
   FaultKind kind;
-  int args;  // words after the rule name
+  int args;       // words after the rule name
+  bool numeric;   // the last word is the rule's value (ms or HTTP code)
+  bool endpoint;  // the first word is an endpoint
 };
 constexpr KindName kKinds[] = {
-    {"crash", FaultKind::kCrash, 1},
-    {"hang", FaultKind::kHang, 1},
-    {"delay", FaultKind::kDelay, 2},
-    {"fail", FaultKind::kFail, 2},
-    {"enospc", FaultKind::kEnospc, 1},
-    {"garbage", FaultKind::kGarbage, 1},
-    {"truncate", FaultKind::kTruncate, 1},
-    {"oversize", FaultKind::kOversize, 1},
-    {"close", FaultKind::kClose, 1},
-    {"fail-start", FaultKind::kFailStart, 0},
-    {"ignore-sigterm", FaultKind::kIgnoreSigterm, 0},
-    {"record", FaultKind::kRecord, 1},
+    {"crash", FaultKind::kCrash, 1, false, true},
+    {"hang", FaultKind::kHang, 1, false, true},
+    {"delay", FaultKind::kDelay, 2, true, true},
+    {"fail", FaultKind::kFail, 2, true, true},
+    {"enospc", FaultKind::kEnospc, 1, false, true},
+    {"garbage", FaultKind::kGarbage, 1, false, true},
+    {"truncate", FaultKind::kTruncate, 1, false, true},
+    {"oversize", FaultKind::kOversize, 1, false, true},
+    {"close", FaultKind::kClose, 1, false, true},
+    {"fail-start", FaultKind::kFailStart, 0, false, false},
+    {"ignore-sigterm", FaultKind::kIgnoreSigterm, 0, false, false},
+    {"record", FaultKind::kRecord, 1, false, false},
+    {"agent-never-ready", FaultKind::kAgentNeverReady, 0, false, false},
+    {"agent-slow", FaultKind::kAgentSlow, 1, true, false},
+    {"agent-fail", FaultKind::kAgentFail, 1, true, false},
 };
 
 absl::StatusOr<FaultRule> ParseRule(std::string_view text) {
@@ -45,17 +50,18 @@ absl::StatusOr<FaultRule> ParseRule(std::string_view text) {
     FaultRule rule{k.kind, "", 0, ""};
     if (k.kind == FaultKind::kRecord) {
       rule.path = words[1];
-    } else if (k.args >= 1) {
+    } else if (k.endpoint) {
       rule.endpoint = words[1];
     }
-    if (k.args == 2) {
-      const std::string& n = words[2];
+    if (k.numeric) {
+      const std::string& n = words[k.args];
       auto [ptr, ec] = std::from_chars(n.data(), n.data() + n.size(), rule.value);
       if (ec != std::errc() || ptr != n.data() + n.size() || rule.value < 0) {
         return absl::InvalidArgumentError(
             Cat("fault rule \"", text, "\": \"", n, "\" is not a non-negative integer"));
       }
-      if (k.kind == FaultKind::kFail && (rule.value < 100 || rule.value > 599)) {
+      const bool code = k.kind == FaultKind::kFail || k.kind == FaultKind::kAgentFail;
+      if (code && (rule.value < 100 || rule.value > 599)) {
         return absl::InvalidArgumentError(
             Cat("fault rule \"", text, "\": ", rule.value, " is not an HTTP status code"));
       }

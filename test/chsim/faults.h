@@ -24,11 +24,15 @@ enum class FaultKind {
   kFailStart,      // fail-start: exit 1 at startup with an error chain
   kIgnoreSigterm,  // ignore-sigterm: SIGTERM/SIGINT are ignored
   kRecord,         // record <path>: append every received request to <path>
+  // The simulated guest agent (guest_agent.h), not the API socket:
+  kAgentNeverReady,  // agent-never-ready: every agent connection is reset
+  kAgentSlow,        // agent-slow <ms>: the agent waits before answering
+  kAgentFail,        // agent-fail <code>: the agent answers <code> (debug endpoints excepted)
 };
 
 struct FaultRule {
   FaultKind kind;
-  std::string endpoint;  // "vm.snapshot" or "*"; empty for global rules
+  std::string endpoint;  // "vm.snapshot" or "*"; empty for global and agent rules
   int value = 0;         // delay ms or HTTP code
   std::string path;      // record target
 };

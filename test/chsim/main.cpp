@@ -18,6 +18,7 @@
 #include "test/chsim/cli.h"
 #include "test/chsim/events.h"
 #include "test/chsim/faults.h"
+#include "test/chsim/guest_agent.h"
 #include "test/chsim/server.h"
 #include "test/chsim/version.h"
 #include "test/chsim/vmm.h"
@@ -128,6 +129,19 @@ int Run(int argc, char** argv) {
   ApiServer server(*version, &vmm, &log, faults, signal_fd);
   if (api) {
     if (absl::Status st = server.Bind(*api); !st.ok()) return fatal(st);
+  }
+  {
+    GuestAgentConfig agent;
+    bool enabled = true;
+    if (absl::Status st = ParseGuestAgentEnv(std::getenv("CHSIM_GUEST_AGENT"), &agent, &enabled);
+        !st.ok()) {
+      return fatal(ChainError({"Invalid CHSIM_GUEST_AGENT", std::string(st.message())}));
+    }
+    if (enabled) {
+      agent.startup_faults = faults;
+      if (!server.socket_path().empty()) agent.faults_path = server.socket_path() + ".faults";
+      vmm.EnableGuestAgent(std::move(agent));
+    }
   }
   if (restore) {
     if (absl::Status st = vmm.RestoreFromCommandLine(*restore); !st.ok()) return fatal(st);

@@ -195,6 +195,8 @@ absl::StatusOr<ApiResponse> Vmm::Boot(HttpRequest&) {
   vm_ = *std::move(vm);
   vm_->running_since = std::chrono::steady_clock::now();
   BootMessages();
+  if (agent_) agent_->Forget();  // a fresh guest
+  SyncGuestAgent();
   events_->Emit("vm", "booted");
   for (const Device& d : vm_->devices) events_->Emit("virtio-device", "activated", {{"id", d.id}});
   return NoContent();
@@ -235,6 +237,11 @@ absl::StatusOr<ApiResponse> Vmm::Reboot(HttpRequest&) {
   events_->Emit("vm", "rebooting");
   if (vm_->paused) SetPaused(false);
   BootMessages();
+  if (agent_) {  // the guest's agent starts over
+    agent_->Stop();
+    agent_->Forget();
+    SyncGuestAgent();
+  }
   events_->Emit("vm", "rebooted");
   return NoContent();
 }
@@ -333,6 +340,8 @@ absl::StatusOr<ApiResponse> Vmm::Snapshot(HttpRequest& req) {
       {"cpu-manager", {{"vcpus", vcpus}}},
       {"memory-manager", vm_->memory.ToJson()},
       {"device-manager", {{"device_id_cnt", device_counter_}, {"devices", devices}}}};
+  // The agent's memory is guest memory: it travels with the snapshot.
+  if (agent_) w.state["snapshots"]["guest-agent"] = agent_->State();
   w.state["snapshot_data"] = {{"vmm_version", version_.CrateVersion()},
                               {"build_version", version_.BuildVersion()}};
   w.memory = vm_->memory;
@@ -427,6 +436,10 @@ absl::Status Vmm::DoRestore(const Json& rc, std::vector<UniqueFd> fds) {
   config_ = *std::move(config);
   vm_ = *std::move(vm);
   vm_->paused = true;  // CONTRACT §5: a restored VM is Paused unless asked to resume
+  if (agent_) {
+    const Json& snaps = snap->state["snapshots"];
+    agent_->LoadState(snaps.contains("guest-agent") ? snaps["guest-agent"] : Json());
+  }
   WriteConsole("[  restore] guest state restored from snapshot\n");
   events_->Emit("vm", "restored");
   if (rc["resume"] == true) SetPaused(false);
@@ -606,6 +619,12 @@ absl::StatusOr<std::unique_ptr<Vmm::Vm>> Vmm::BuildVm(Json& config, BuildOptions
     }
   }
   ++vm->next_slot;  // virtio-rng
+  // The guest learns its address from the kernel command line; without a NIC it has none.
+  if (agent_ && config["net"].is_array() && !config["net"].empty()) {
+    vm->agent_address = !agent_->config().address.empty()
+                            ? agent_->config().address
+                            : GuestAddressFromCmdline(Str(payload, "cmdline"));
+  }
   if (Json& vsock = config["vsock"]; vsock.is_object()) {
     if (Uint(vsock, "cid") < 3) return ChainError({what, "vsock: cid must be 3 or more"});
     absl::StatusOr<UniqueFd> listener = BindUnixSocket(Str(vsock, "socket"));
@@ -724,11 +743,13 @@ void Vmm::SetPaused(bool paused) {
     vm_->ran += std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - vm_->running_since);
     vm_->paused = true;
+    SyncGuestAgent();
     events_->Emit("vm", "paused");
   } else {
     events_->Emit("vm", "resuming");
     vm_->running_since = std::chrono::steady_clock::now();
     vm_->paused = false;
+    SyncGuestAgent();
     events_->Emit("vm", "resumed");
   }
 }
@@ -741,7 +762,27 @@ void Vmm::PowerOff() {
 
 void Vmm::DestroyVm(const char* event) {
   vm_.reset();  // closes disks (releasing locks), taps and sockets
+  if (agent_) {
+    agent_->Stop();
+    agent_->Forget();
+  }
   events_->Emit("vm", event);
+}
+
+void Vmm::EnableGuestAgent(GuestAgentConfig config) {
+  agent_ = std::make_unique<GuestAgent>(std::move(config), log_);
+}
+
+void Vmm::SyncGuestAgent() {
+  if (!agent_) return;
+  if (!vm_ || vm_->paused || vm_->agent_address.empty()) {
+    agent_->Stop();
+    return;
+  }
+  // A guest whose agent cannot start is still a running guest: the failure is only logged.
+  if (absl::Status st = agent_->Start(vm_->agent_address); !st.ok()) {
+    log_->Error(Join(ChainOf(st), ": "));
+  }
 }
 
 void Vmm::ShutdownForExit() {

@@ -16,6 +16,7 @@
 #include "test/chsim/cli.h"
 #include "test/chsim/devices.h"
 #include "test/chsim/events.h"
+#include "test/chsim/guest_agent.h"
 #include "test/chsim/http.h"
 #include "test/chsim/snapshot.h"
 #include "test/chsim/version.h"
@@ -39,6 +40,10 @@ class Vmm {
 
   // `--restore` at startup; errors carry the chain to print.
   absl::Status RestoreFromCommandLine(const RestoreSpec& spec);
+
+  // Simulates the guest agent of VMs with a network and a static ip= (guest_agent.h). Call once,
+  // before a VM is booted or restored.
+  void EnableGuestAgent(GuestAgentConfig config);
 
   // SIGTERM/SIGINT: shut the VM down before the VMM exits.
   void ShutdownForExit();
@@ -64,7 +69,8 @@ class Vmm {
     int next_slot = 1;
     std::chrono::steady_clock::time_point running_since;
     std::chrono::milliseconds ran{0};
-    UniqueFd memory_source;  // OnDemand restore keeps memory-ranges open
+    UniqueFd memory_source;     // OnDemand restore keeps memory-ranges open
+    std::string agent_address;  // where the guest agent answers while Running; "" = no agent
   };
   using Endpoint = absl::StatusOr<ApiResponse> (Vmm::*)(HttpRequest&);
   struct BuildOptions {
@@ -105,6 +111,8 @@ class Vmm {
   void WriteConsole(const std::string& text);
   void BootMessages();
   void SetPaused(bool paused);
+  // Starts or stops the guest agent to match the VM's state (Running: answering).
+  void SyncGuestAgent();
   void PowerOff();
   void DestroyVm(const char* event);
   uint64_t MemorySize() const;
@@ -117,7 +125,8 @@ class Vmm {
   std::optional<Json> config_;  // normalized VmConfig (nulls kept), absent = no VM created
   std::unique_ptr<Vm> vm_;      // booted or restored VM
   unsigned device_counter_ = 0;
-  bool inject_enospc_ = false;  // for the request being handled
+  bool inject_enospc_ = false;         // for the request being handled
+  std::unique_ptr<GuestAgent> agent_;  // null: no guest agent is simulated
 };
 
 }  // namespace sandboxlet::chsim

@@ -15,6 +15,7 @@
 #include "runtime/base/command.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/strings.h"
+#include "test/runtime/network/network_test_env.h"
 
 namespace sandboxlet::runtime {
 namespace {
@@ -25,7 +26,10 @@ namespace {
     ASSERT_TRUE(st_.ok()) << st_; \
   } while (0)
 
-bool NetnsExists(const std::string& name) { return PathExists("/run/netns/" + name); }
+// Per-process names and addresses (ctest runs test cases as parallel processes).
+const std::string kPrefix = network::testing::ProcessPrefix('r');
+
+bool NetnsExists(const std::string& uid) { return PathExists("/run/netns/" + kPrefix + "-" + uid); }
 
 class NodeRuntimeTest : public ::testing::Test {
  protected:
@@ -40,9 +44,9 @@ class NodeRuntimeTest : public ::testing::Test {
     opts_.kernel = dir_ + "/vmlinux";
     opts_.templates_dir = dir_ + "/templates";
     opts_.volume_backend = "file";
-    // Names and addresses of our own, so parallel test binaries never collide.
-    opts_.network.name_prefix = "ntr";
-    opts_.network.cidr = "10.231.0.0/24";
+    // Names and addresses of our own, so parallel test processes never collide.
+    opts_.network.name_prefix = kPrefix;
+    opts_.network.cidr = network::testing::ProcessCidr();
     opts_.stop_grace = std::chrono::milliseconds(1000);
     ASSERT_TRUE(MakeDirs(opts_.templates_dir + "/base").ok());
     ASSERT_TRUE(WriteFileAtomic(opts_.kernel, "kernel stand-in").ok());
@@ -58,7 +62,7 @@ class NodeRuntimeTest : public ::testing::Test {
       network::NetworkConfig cfg;
       cfg.state_dir = opts_.state_dir;
       cfg.cidr = opts_.network.cidr;
-      cfg.name_prefix = "ntr";
+      cfg.name_prefix = kPrefix;
       cfg.install_host_rules = false;
       auto net = network::SandboxNetwork::Open(cfg);
       if (net.ok()) {
@@ -105,12 +109,12 @@ TEST_F(NodeRuntimeTest, StartPauseSnapshotHibernateRestoreDestroy) {
   EXPECT_EQ(obs.phase, VmPhase::kRunning);
   EXPECT_GT(obs.pid, 0);
   EXPECT_FALSE(obs.ip.empty());
-  EXPECT_TRUE(NetnsExists("ntr-u-a"));
+  EXPECT_TRUE(NetnsExists("u-a"));
   EXPECT_TRUE(PathExists(obs.serial_log));
   // The VMM runs inside the sandbox's network namespace.
   struct stat vmm_ns, sbx_ns;
   ASSERT_EQ(::stat(Cat("/proc/", obs.pid, "/ns/net").c_str(), &vmm_ns), 0);
-  ASSERT_EQ(::stat("/run/netns/ntr-u-a", &sbx_ns), 0);
+  ASSERT_EQ(::stat(("/run/netns/" + kPrefix + "-u-a").c_str(), &sbx_ns), 0);
   EXPECT_EQ(vmm_ns.st_ino, sbx_ns.st_ino);
 
   ASSERT_TRUE(rt_->Pause("u-a").ok());
@@ -125,14 +129,14 @@ TEST_F(NodeRuntimeTest, StartPauseSnapshotHibernateRestoreDestroy) {
   auto hib = rt_->Hibernate("u-a", "hibernate-u-a");
   ASSERT_TRUE(hib.ok()) << hib.status();
   EXPECT_EQ(rt_->Observe("u-a").phase, VmPhase::kAbsent);
-  EXPECT_FALSE(NetnsExists("ntr-u-a"));
+  EXPECT_FALSE(NetnsExists("u-a"));
   EXPECT_EQ(::kill(obs.pid, 0), -1);
 
   SandboxRuntimeSpec spec = Spec("u-a");
   ASSERT_OK(rt_->RestoreFrom(spec, "hibernate-u-a"));
   obs = rt_->Observe("u-a");
   EXPECT_EQ(obs.phase, VmPhase::kRunning);
-  EXPECT_TRUE(NetnsExists("ntr-u-a"));
+  EXPECT_TRUE(NetnsExists("u-a"));
   ASSERT_TRUE(rt_->DeleteSnapshot("hibernate-u-a").ok());
 
   // A second sandbox restored from the first's snapshot, in its own netns with the same tap0.
@@ -142,7 +146,7 @@ TEST_F(NodeRuntimeTest, StartPauseSnapshotHibernateRestoreDestroy) {
   ASSERT_TRUE(rt_->Destroy("u-a").ok());
   ASSERT_TRUE(rt_->Destroy("u-r").ok());
   EXPECT_EQ(rt_->Observe("u-a").phase, VmPhase::kAbsent);
-  EXPECT_FALSE(NetnsExists("ntr-u-a"));
+  EXPECT_FALSE(NetnsExists("u-a"));
   EXPECT_FALSE(PathExists(opts_.state_dir + "/vms/u-a"));
   EXPECT_FALSE(PathExists(opts_.state_dir + "/volumes/u-a"));
   auto ids = rt_->ListSnapshots();
@@ -181,7 +185,7 @@ TEST_F(NodeRuntimeTest, MissingTemplateIsAClearErrorAndLeavesNothing) {
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.code(), absl::StatusCode::kNotFound);
   EXPECT_NE(std::string(st.message()).find("template \"nope\""), std::string::npos) << st;
-  EXPECT_FALSE(NetnsExists("ntr-u-c"));
+  EXPECT_FALSE(NetnsExists("u-c"));
 }
 
 TEST_F(NodeRuntimeTest, RestartAdoptsClaimedAndReclaimsTheRest) {
@@ -208,7 +212,7 @@ TEST_F(NodeRuntimeTest, RestartAdoptsClaimedAndReclaimsTheRest) {
   EXPECT_EQ(report->reclaimed["vmm"], 1);
   for (int i = 0; i < 200 && ::kill(pid_c, 0) == 0; ++i) ::usleep(10000);
   EXPECT_NE(::kill(pid_c, 0), 0);
-  EXPECT_FALSE(NetnsExists("ntr-u-c"));
+  EXPECT_FALSE(NetnsExists("u-c"));
   EXPECT_FALSE(PathExists(opts_.state_dir + "/vms/u-c"));
   EXPECT_FALSE(PathExists(opts_.state_dir + "/volumes/u-c"));
   // An adopted VMM's crash is still detected (status unknown: not our child).
