@@ -90,6 +90,10 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Open(NodeRuntimeOption
   if (options.templates_dir.empty()) options.templates_dir = Cat(options.state_dir, "/templates");
   SBL_RETURN_IF_ERROR(MakeDirs(options.state_dir, 0755));
   SBL_RETURN_IF_ERROR(MakeDirs(options.run_dir, 0755));
+  if (options.vmm_cgroups != "auto" && options.vmm_cgroups != "off") {
+    return absl::InvalidArgumentError(
+        Cat("vmm cgroups: \"", options.vmm_cgroups, "\" is not one of auto, off"));
+  }
 
   vm::MachineEnv env;
   env.vmm_bin = options.vmm_bin;
@@ -132,6 +136,8 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Open(NodeRuntimeOption
   std::unique_ptr<NodeRuntime> rt(new NodeRuntime(std::move(options), std::move(env),
                                                   std::move(volumes), std::move(net),
                                                   std::move(snapshots)));
+  rt->cgroups_ = rt->options_.vmm_cgroups == "off" ? vmm::VmmCgroups::Disabled("vmm_cgroups=off")
+                                                   : vmm::VmmCgroups::Open(rt->options_.cgroups);
   NodeRuntime* self = rt.get();
   SBL_ASSIGN_OR_RETURN(rt->watcher_,
                        vmm::ExitWatcher::Start([self](const vmm::VmmExit& e) { self->OnExit(e); }));
@@ -424,7 +430,10 @@ absl::Status NodeRuntime::Start(const SandboxRuntimeSpec& spec) {
   Timed(
       "boot",
       [&] {
-        auto m = vm::Machine::Boot(env, MachineSpecFor(*e));
+        // The VMM's own cgroups, so that it outlives sandboxlet's unit or pod.
+        vm::MachineSpec ms = MachineSpecFor(*e);
+        SBL_ASSIGN_OR_RETURN(ms.cgroup_procs, cgroups_->Prepare(spec.uid));
+        auto m = vm::Machine::Boot(env, ms);
         if (!m.ok()) return m.status();
         machine = std::move(*m);
         return absl::OkStatus();
@@ -433,6 +442,7 @@ absl::Status NodeRuntime::Start(const SandboxRuntimeSpec& spec) {
   if (!st.ok()) {
     if (net_created) (void)network_->Remove(spec.uid);
     undo_volume();
+    RemoveCgroups(spec.uid, spec.key);
     std::lock_guard<std::mutex> lock(mu_);
     if (net_created) e->net.reset();
     if (volume_created) e->volume.reset();
@@ -504,8 +514,9 @@ absl::Status NodeRuntime::RestoreFrom(const SandboxRuntimeSpec& spec,
   Timed(
       "restore",
       [&] {
-        auto r = vm::RestoreSnapshot(env_, MachineSpecFor(*e), *volumes_, *snapshots_, snapshot_id,
-                                     base);
+        vm::MachineSpec ms = MachineSpecFor(*e);
+        SBL_ASSIGN_OR_RETURN(ms.cgroup_procs, cgroups_->Prepare(spec.uid));
+        auto r = vm::RestoreSnapshot(env_, ms, *volumes_, *snapshots_, snapshot_id, base);
         if (!r.ok()) return r.status();
         restored = std::move(*r);
         return absl::OkStatus();
@@ -513,6 +524,7 @@ absl::Status NodeRuntime::RestoreFrom(const SandboxRuntimeSpec& spec,
       &st);
   if (!st.ok()) {
     if (net_created) (void)network_->Remove(spec.uid);
+    RemoveCgroups(spec.uid, spec.key);
     std::lock_guard<std::mutex> lock(mu_);
     e->net.reset();
     return st;
@@ -639,6 +651,7 @@ absl::Status NodeRuntime::Destroy(const std::string& uid) {
     vm::ChProbe probe(*client);
     SBL_RETURN_IF_ERROR((*attached)->Stop(probe, env_.stop_grace).status());
   }
+  RemoveCgroups(uid, e ? e->record.key : uid);
   if (network_) SBL_RETURN_IF_ERROR(network_->Remove(uid));
   SBL_RETURN_IF_ERROR(volumes_->Remove(uid));
   SBL_RETURN_IF_ERROR(RemoveAll(vm_dir));
@@ -793,6 +806,13 @@ absl::Status NodeRuntime::AdoptOne(const std::string& uid, const std::string& ke
   return absl::OkStatus();
 }
 
+void NodeRuntime::RemoveCgroups(const std::string& uid, const std::string& key) {
+  if (absl::Status st = cgroups_->Remove(uid); !st.ok()) {
+    log::Warn("vmm cgroup not removed",
+              {{"sandbox", key.empty() ? uid : key}, {"error", st.message()}});
+  }
+}
+
 absl::StatusOr<AdoptionReport> NodeRuntime::AdoptAndReclaim(
     const std::map<std::string, std::string>& claimed) {
   AdoptionReport report;
@@ -810,6 +830,7 @@ absl::StatusOr<AdoptionReport> NodeRuntime::AdoptAndReclaim(
   log::Info("adoption and reclaim done", {{"adopted", report.adopted.size()},
                                           {"lost", report.lost.size()},
                                           {"reclaimed_vmm", report.reclaimed["vmm"]},
+                                          {"reclaimed_cgroup", report.reclaimed["cgroup"]},
                                           {"reclaimed_dir", report.reclaimed["dir"]},
                                           {"reclaimed_volume", report.reclaimed["volume"]},
                                           {"reclaimed_netns", report.reclaimed["netns"]}});
@@ -872,6 +893,31 @@ std::map<std::string, int> NodeRuntime::Reclaim(const std::map<std::string, std:
       dirs.push_back(name);
     }
     ::closedir(vms);
+  }
+  // 2a. VMM cgroups of those uids, and of the strays killed above: removed before the
+  //     directories, because a directory is what makes a cgroup under the node-wide parent ours.
+  //     Only empty cgroups go (Remove waits briefly for the kernel to let go of a VMM that just
+  //     died). A duplicate VMM of a claimed uid shared the adopted VMM's cgroup, which stays.
+  {
+    std::set<std::string> ours(dirs.begin(), dirs.end()), stale;
+    for (const auto& s : strays) {
+      if (!claimed.count(s.second)) stale.insert(s.second);
+    }
+    if (auto left = cgroups_->ListLeftovers(); left.ok()) {
+      for (const auto& uid : *left) {
+        if (ours.count(uid)) stale.insert(uid);
+      }
+    } else {
+      log::Warn("list vmm cgroup leftovers failed", {{"error", left.status().message()}});
+    }
+    std::vector<std::string> uids(stale.begin(), stale.end());
+    ParallelFor<std::string>(uids, options_.parallelism, [&](const std::string& uid) {
+      if (!ValidatePathComponent(uid, "sandbox uid").ok()) return;
+      if (absl::Status st = cgroups_->Remove(uid); st.ok())
+        count("cgroup");
+      else
+        log::Warn("reclaim vmm cgroup failed", {{"uid", uid}, {"error", st.message()}});
+    });
   }
   ParallelFor<std::string>(dirs, options_.parallelism, [&](const std::string& uid) {
     if (RemoveAll(Cat(env_.vms_dir, "/", uid)).ok()) count("dir");

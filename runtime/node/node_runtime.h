@@ -31,6 +31,7 @@
 #include "runtime/node/sandbox_runtime.h"
 #include "runtime/snapshot/store.h"
 #include "runtime/vm/machine.h"
+#include "runtime/vmm/cgroup.h"
 #include "runtime/vmm/exit_watcher.h"
 #include "runtime/volume/volume.h"
 
@@ -51,6 +52,11 @@ struct NodeRuntimeOptions {
   std::chrono::milliseconds snapshot_timeout{300000};
   std::chrono::milliseconds stop_grace{3000};
   int parallelism = 16;  // adoption and reclaim workers
+  // Every VMM in a cgroup of its own (runtime/vmm/cgroup.h), so that VMs survive a restart of
+  // sandboxlet's systemd unit or pod: "auto" (detect v1/v2 at Open; if cgroups are unusable,
+  // log a warning and run VMMs in sandboxlet's cgroup) | "off".
+  std::string vmm_cgroups = "auto";
+  vmm::VmmCgroupOptions cgroups;  // root (/sys/fs/cgroup) and parent directory (sandboxlet)
   // The guest agent at <slot address>:<port> (needs networking). Start/RestoreFrom never wait
   // for it; the controller polls GuestHealth. Snapshot/Hibernate ask it to quiesce first.
   GuestAgentOptions guest_agent;
@@ -148,6 +154,8 @@ class NodeRuntime final : public SandboxRuntime, public GuestAgentAccess {
   absl::Status AdoptOne(const std::string& uid, const std::string& key, AdoptionReport* report,
                         std::mutex* report_mu);
   std::map<std::string, int> Reclaim(const std::map<std::string, std::string>& claimed);
+  // Removes the VMM cgroups of `uid` (its VMM is gone); a failure is logged.
+  void RemoveCgroups(const std::string& uid, const std::string& key);
 
   const NodeRuntimeOptions options_;
   const vm::MachineEnv env_;
@@ -155,6 +163,7 @@ class NodeRuntime final : public SandboxRuntime, public GuestAgentAccess {
   const std::unique_ptr<network::SandboxNetwork> network_;  // null without networking
   const std::unique_ptr<SnapshotStore> snapshots_;
   std::unique_ptr<vmm::ExitWatcher> watcher_;
+  std::unique_ptr<vmm::VmmCgroups> cgroups_;  // set in Open, never null afterwards
 
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> entries_;                    // guarded by mu_

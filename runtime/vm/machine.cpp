@@ -130,6 +130,7 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Spawn(const MachineEnv& env,
   vspec.netns = spec.netns;
   vspec.binds = {{stable_dir, env.stable_root}, {spec.disk_path, StableDiskPath(env)}};
   vspec.extra_args = std::move(extra_args);
+  vspec.cgroup_procs = spec.cgroup_procs;
   auto client = MakeClient(env, vm_dir, spec.key);
   ChProbe probe(*client);
   auto process = vmm::VmmProcess::Spawn(vspec, probe, env.ready_timeout);

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -61,6 +62,8 @@ struct MachineSpec {
   std::string disk_path;  // host path of the root disk (volume layer), bind-mounted as rootfs
   std::string netns;      // named network namespace ("" = sandboxlet's own)
   std::optional<TapDevice> tap;
+  // cgroup.procs files the VMM joins before exec (vmm::VmmCgroups::Prepare); empty: none.
+  std::vector<std::string> cgroup_procs;
 };
 
 class Machine {

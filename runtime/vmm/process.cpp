@@ -24,6 +24,7 @@
 #include "runtime/base/log.h"
 #include "runtime/base/names.h"
 #include "runtime/base/strings.h"
+#include "runtime/vmm/cgroup.h"
 
 namespace sandboxlet::vmm {
 
@@ -42,6 +43,9 @@ constexpr milliseconds kMaxPingCall{1000};
 constexpr milliseconds kReadyPollInterval{10};
 constexpr size_t kStderrTailBytes = 4096;
 constexpr size_t kStderrTailLines = 12;
+// Removing a VMM's cgroups right after it exited: the kernel may count it for a moment longer.
+constexpr milliseconds kCgroupRemovePatience{1000};
+constexpr const char* kCgroupProcsName = "cgroup.procs";
 
 std::string Prefix(const std::string& key) { return Cat("vmm ", key); }
 
@@ -128,6 +132,8 @@ struct ChildPlan {
   std::vector<std::string> argv_store, env_store;
   std::vector<char*> argv, envp;
   std::vector<Bind> binds;
+  std::vector<int> cgroup_fds;    // open cgroup.procs files to write "0" (= the writer) to
+  std::vector<int> stage_cgroup;  // by index of cgroup_fds
   int netns_fd = -1, stdin_fd = -1, stderr_fd = -1, report_fd = -1;
   int stage_setsid = 0, stage_setns = 0, stage_unshare = 0, stage_rprivate = 0, stage_stdio = 0,
       stage_chdir = 0, stage_fds = 0, stage_exec = 0;
@@ -150,6 +156,15 @@ struct ChildFailure {
 
 // Runs in the forked child. Async-signal-safe calls only.
 [[noreturn]] void RunChild(const ChildPlan& plan) {
+  // Leave sandboxlet's cgroups before anything else: whatever kills them (systemd stopping the
+  // unit, the container runtime stopping the pod) must not reach the VMM. "0" is the writer.
+  for (size_t i = 0; i < plan.cgroup_fds.size(); ++i) {
+    ssize_t w;
+    do {
+      w = ::write(plan.cgroup_fds[i], "0", 1);
+    } while (w < 0 && errno == EINTR);
+    if (w != 1) ChildFail(plan, plan.stage_cgroup[i]);
+  }
   // Signal dispositions set to SIG_IGN survive exec; give the VMM the defaults, then unblock
   // (the parent blocked everything around fork so no parent handler runs in this child).
   struct sigaction dfl;
@@ -231,6 +246,12 @@ absl::Status ValidateSpec(const VmmSpec& spec) {
   for (const auto& e : spec.env) {
     if (e.find('=') == std::string::npos || e[0] == '=') {
       return absl::InvalidArgumentError(Cat(p, ": environment entry \"", e, "\" is not KEY=value"));
+    }
+  }
+  for (const auto& c : spec.cgroup_procs) {
+    if (c.empty() || c[0] != '/' || !EndsWith(c, Cat("/", kCgroupProcsName))) {
+      return absl::InvalidArgumentError(
+          Cat(p, ": cgroup \"", c, "\" is not an absolute path to a ", kCgroupProcsName, " file"));
     }
   }
   return absl::OkStatus();
@@ -388,6 +409,17 @@ absl::StatusOr<VmmRecord> VmmProcess::ReadRecord(const std::string& vm_dir) {
     if (!str("spawned_at", rec.spawned_at, false)) {
       return corrupt("\"spawned_at\" is not a string");
     }
+    if (j.contains("cgroups")) {
+      const auto& cg = j["cgroups"];
+      if (!cg.is_array()) return corrupt("\"cgroups\" is not an array");
+      for (const auto& dir : cg) {
+        if (!dir.is_string() || dir.get<std::string>().empty() ||
+            dir.get<std::string>()[0] != '/') {
+          return corrupt("\"cgroups\" holds something other than absolute paths");
+        }
+        rec.cgroups.push_back(dir.get<std::string>());
+      }
+    }
   } catch (const nlohmann::json::exception& e) {
     return corrupt(e.what());
   }
@@ -470,6 +502,16 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Spawn(const VmmSpec& spe
     bind.stage_mount = plan.AddStage(Cat("bind mount ", b.source, " on ", bind.target));
     plan.binds.push_back(std::move(bind));
   }
+  std::vector<UniqueFd> cgroup_fds;
+  std::vector<std::string> cgroup_dirs;
+  for (const auto& procs : spec.cgroup_procs) {
+    auto fd = OpenCloexec(procs, O_WRONLY, 0, "join cgroup");
+    if (!fd.ok()) return Annotate(fd.status(), p);
+    plan.cgroup_fds.push_back(fd->get());
+    plan.stage_cgroup.push_back(plan.AddStage(Cat("join cgroup ", procs)));
+    cgroup_fds.push_back(std::move(*fd));
+    cgroup_dirs.push_back(Dirname(procs));
+  }
 
   UniqueFd netns_fd;
   if (!spec.netns.empty()) {
@@ -501,6 +543,7 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Spawn(const VmmSpec& spe
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (pid < 0) return ErrnoStatus(fork_errno, Cat(p, ": fork"));
   report_w.Reset();
+  cgroup_fds.clear();
   netns_fd.Reset();
   stdin_fd.Reset();
   stderr_fd.Reset();
@@ -522,6 +565,9 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Spawn(const VmmSpec& spe
       log::Error("vmm did not exit after SIGKILL", {{"sandbox", spec.key}, {"pid", pid}});
     }
     for (const std::string& path : {record_path, socket}) (void)RemoveIfExists(path, "file");
+    if (absl::Status st = RemoveCgroupDirs(cgroup_dirs, kCgroupRemovePatience); !st.ok()) {
+      log::Warn("vmm cgroup cleanup", {{"sandbox", spec.key}, {"error", st.message()}});
+    }
     return status;
   };
 
@@ -551,6 +597,7 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Spawn(const VmmSpec& spe
   rec.netns = spec.netns;
   rec.key = spec.key;
   rec.spawned_at = WallTimeRfc3339(std::chrono::system_clock::now());
+  rec.cgroups = cgroup_dirs;
   auto stat = ReadProcStat(pid);
   if (!stat.ok()) return fail(Annotate(stat.status(), p));
   rec.start_time = stat->start_time;
@@ -561,6 +608,7 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Spawn(const VmmSpec& spe
                       {"netns", rec.netns},
                       {"key", rec.key},
                       {"spawned_at", rec.spawned_at}};
+  if (!rec.cgroups.empty()) j["cgroups"] = rec.cgroups;
   absl::Status written = WriteFileAtomic(record_path, j.dump(2) + "\n", 0600);
   if (!written.ok()) return fail(Annotate(written, Cat(p, ": write record")));
 
@@ -648,6 +696,9 @@ void VmmProcess::RemoveRecordAndSocket() {
                                    std::pair{record_.api_socket, "API socket"}}) {
     absl::Status st = RemoveIfExists(path, what);
     if (!st.ok()) log::Warn("vmm cleanup", {{"sandbox", record_.key}, {"error", st.ToString()}});
+  }
+  if (absl::Status st = RemoveCgroupDirs(record_.cgroups, kCgroupRemovePatience); !st.ok()) {
+    log::Warn("vmm cgroup cleanup", {{"sandbox", record_.key}, {"error", st.message()}});
   }
 }
 

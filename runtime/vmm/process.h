@@ -55,6 +55,12 @@ struct VmmSpec {
   int verbosity = 1;                    // number of -v flags (CONTRACT §2)
   bool seccomp = true;
   std::vector<std::string> env;  // "KEY=value" added to the VMM's minimal environment
+  // cgroup.procs files of the VMM's own cgroups (VmmCgroups::Prepare, runtime/vmm/cgroup.h).
+  // The child joins them first thing after fork, before exec, so the VMM never runs in
+  // sandboxlet's cgroup and is not killed with it. Their directories go into the record; Stop
+  // (and a Spawn that fails after fork) removes them once the VMM is gone. Empty: the VMM stays
+  // in sandboxlet's cgroup.
+  std::vector<std::string> cgroup_procs;
 };
 
 // How Stop ended the VMM.
@@ -74,7 +80,8 @@ struct VmmRecord {
   std::string vmm_bin;
   std::string netns;
   std::string key;
-  std::string spawned_at;  // RFC 3339 UTC wall time
+  std::string spawned_at;            // RFC 3339 UTC wall time
+  std::vector<std::string> cgroups;  // cgroup directories the VMM joined ("cgroups", optional)
 };
 
 class VmmProcess {
@@ -117,7 +124,8 @@ class VmmProcess {
   VmmProcess& operator=(const VmmProcess&) = delete;
 
   // vmm.shutdown (timeout min(grace, 2s)) → wait up to `grace` → SIGTERM → wait `grace` →
-  // SIGKILL → wait. Once the process is gone, removes the record and the API socket.
+  // SIGKILL → wait. Once the process is gone, removes the record, the API socket and the
+  // recorded cgroups (a cgroup that cannot be removed is logged, not an error).
   absl::StatusOr<ExitKind> Stop(VmmApiProbe& probe, std::chrono::milliseconds grace);
 
   // Waits until the VMM has exited (reaping it if it is our child) or `deadline` passes
