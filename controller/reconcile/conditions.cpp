@@ -28,7 +28,15 @@ std::string FormatTimestamp(std::chrono::system_clock::time_point t) {
 void SetCondition(Conditions* conditions, std::string_view type, bool status,
                   std::string_view reason, std::string_view message,
                   std::chrono::system_clock::time_point now, int64_t generation) {
-  const auto want = status ? v1alpha1::Condition::True : v1alpha1::Condition::False;
+  SetConditionStatus(conditions, type,
+                     status ? v1alpha1::Condition::True : v1alpha1::Condition::False, reason,
+                     message, now, generation);
+}
+
+void SetConditionStatus(Conditions* conditions, std::string_view type,
+                        v1alpha1::Condition::ConditionStatus want, std::string_view reason,
+                        std::string_view message, std::chrono::system_clock::time_point now,
+                        int64_t generation) {
   v1alpha1::Condition* c = nullptr;
   for (auto& existing : *conditions) {
     if (existing.type() == type) c = &existing;
@@ -51,6 +59,15 @@ const v1alpha1::Condition* FindCondition(const Conditions& conditions, std::stri
     if (c.type() == type) return &c;
   }
   return nullptr;
+}
+
+void RemoveCondition(Conditions* conditions, std::string_view type) {
+  for (int i = 0; i < conditions->size(); ++i) {
+    if (conditions->Get(i).type() == type) {
+      conditions->DeleteSubrange(i, 1);
+      return;
+    }
+  }
 }
 
 bool IsConditionTrue(const Conditions& conditions, std::string_view type) {

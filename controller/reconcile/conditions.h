@@ -29,6 +29,13 @@ std::string FormatTimestamp(std::chrono::system_clock::time_point t);
 void SetCondition(Conditions* conditions, std::string_view type, bool status,
                   std::string_view reason, std::string_view message,
                   std::chrono::system_clock::time_point now, int64_t generation);
+// The same with an explicit status (True, False or Unknown).
+void SetConditionStatus(Conditions* conditions, std::string_view type,
+                        v1alpha1::Condition::ConditionStatus status, std::string_view reason,
+                        std::string_view message, std::chrono::system_clock::time_point now,
+                        int64_t generation);
+// Removes condition `type` if present.
+void RemoveCondition(Conditions* conditions, std::string_view type);
 const v1alpha1::Condition* FindCondition(const Conditions& conditions, std::string_view type);
 bool IsConditionTrue(const Conditions& conditions, std::string_view type);
 // Sets every condition's observedGeneration (status.observedGeneration is set by the caller).

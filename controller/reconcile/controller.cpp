@@ -46,6 +46,7 @@ WorkQueueOptions QueueOptions(const ControllerOptions& options, Clock* clock) {
 SandboxReconcilerOptions SandboxOptions(const ControllerOptions& options, Clock* clock) {
   SandboxReconcilerOptions o = options.sandbox;
   o.clock = clock;
+  if (options.guest != nullptr) o.guest = options.guest;
   return o;
 }
 

@@ -40,6 +40,7 @@
 #include "controller/store/object_store.h"
 #include "controller/workqueue/workqueue.h"
 #include "runtime/base/clock.h"
+#include "runtime/node/guest_agent_access.h"
 #include "runtime/node/sandbox_runtime.h"
 
 namespace sandboxlet::controller {
@@ -52,6 +53,9 @@ struct ControllerOptions {
   Clock::Duration error_backoff_base = std::chrono::milliseconds(500);
   Clock::Duration error_backoff_max = std::chrono::minutes(5);
   SandboxReconcilerOptions sandbox;  // its clock is replaced by `clock`
+  // The node's guest agents (e.g. dynamic_cast<runtime::GuestAgentAccess*>(&runtime)); when set
+  // it replaces sandbox.guest. Null or disabled: Sandboxes are Ready without their guest agent.
+  runtime::GuestAgentAccess* guest = nullptr;
   std::string component = "sandboxlet";
   std::string node_name;  // Events' source.host
   // Metrics observers (may be empty), called from worker threads after each reconcile:

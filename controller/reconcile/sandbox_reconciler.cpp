@@ -107,7 +107,8 @@ SandboxReconciler::SandboxReconciler(store::ObjectStore& store, runtime::Sandbox
       events_(events),
       locks_(locks),
       options_(std::move(options)),
-      clock_(options_.clock != nullptr ? *options_.clock : *RealClock::Get()) {}
+      clock_(options_.clock != nullptr ? *options_.clock : *RealClock::Get()),
+      guest_(options_.guest) {}
 
 absl::Status SandboxReconciler::Load(Pass& pass) {
   SBL_ASSIGN_OR_RETURN(pass.object, store_.Get(kSandboxesResource, pass.ns, pass.name));
@@ -304,7 +305,7 @@ ReconcileResult SandboxReconciler::Step(Pass& pass) {
           return Act(pass, "stop", runtime_.Stop(pass.uid), "Stopped",
                      "Stopped the VMM; the disk is kept");
         default:
-          if (running) return done();
+          if (running) return done(ProbeGuest(pass, obs));
           return Act(pass, "resume", runtime_.Resume(pass.uid), "Resumed", "Resumed the VM");
       }
     }
@@ -603,10 +604,15 @@ ReconcileResult SandboxReconciler::Act(Pass& pass, const char* op, const absl::S
   events_.Normal(pass.object, event_reason, event_message);
   log::Info(event_message, {{"sandbox", pass.key}, {"op", op}});
   if (obs.phase == VmPhase::kRunning || obs.phase == VmPhase::kPaused) NoteSpecDrift(pass);
-  absl::Status st = WriteStatus(pass);
   // Another step is due (e.g. started, and the spec wants it Paused): come back at once.
   std::optional<Clock::Duration> requeue;
-  if (!Reached(pass.sandbox.spec().power(), obs.phase)) requeue = Clock::Duration::zero();
+  if (!Reached(pass.sandbox.spec().power(), obs.phase)) {
+    requeue = Clock::Duration::zero();
+  } else if (obs.phase == VmPhase::kRunning) {
+    // Just started, restored or resumed: a restored guest may answer at once.
+    requeue = ProbeGuest(pass, obs);
+  }
+  absl::Status st = WriteStatus(pass);
   return {requeue, st};
 }
 
@@ -670,6 +676,7 @@ void SandboxReconciler::ApplyObservation(Pass& pass, const runtime::VmObservatio
     }
   }
 
+  ObserveGuest(pass, obs);
   const auto now = pass.now;
   const int64_t gen = pass.generation;
   switch (obs.phase) {
@@ -681,7 +688,7 @@ void SandboxReconciler::ApplyObservation(Pass& pass, const runtime::VmObservatio
       SetCondition(conditions, kConditionVmmRunning, true, "Running",
                    Cat("cloud-hypervisor ", obs.ch_version, " pid ", obs.pid), now, gen);
       if (running) {
-        SetCondition(conditions, kConditionReady, true, "Running", "the VM is running", now, gen);
+        SetRunningReady(pass, obs);
       } else {
         SetCondition(conditions, kConditionReady, false, "Paused", "the VM is paused", now, gen);
       }
@@ -712,6 +719,198 @@ void SandboxReconciler::ApplyObservation(Pass& pass, const runtime::VmObservatio
       }
       break;
   }
+}
+
+bool SandboxReconciler::AwaitsGuest(const runtime::VmObservation& obs) const {
+  return guest_ != nullptr && guest_->GuestAgentSettings().enabled && !obs.ip.empty();
+}
+
+bool SandboxReconciler::GuestInitialized(const Pass& pass) const {
+  return IsConditionTrue(pass.status.conditions(), kConditionGuestInitialized);
+}
+
+void SandboxReconciler::ObserveGuest(Pass& pass, const runtime::VmObservation& obs) {
+  SandboxStatus& s = pass.status;
+  Conditions* conditions = s.mutable_conditions();
+  if (guest_ == nullptr || !guest_->GuestAgentSettings().enabled) {
+    RemoveCondition(conditions, kConditionGuestReady);
+    RemoveCondition(conditions, kConditionGuestInitialized);
+    s.clear_guest();
+    return;
+  }
+  const bool running = obs.phase == VmPhase::kRunning;
+  if (!running) {
+    // A guest that is not running cannot answer; the wait for it starts over when it runs.
+    std::lock_guard<std::mutex> lock(mu_);
+    VmMemory& m = Memory(pass.uid);
+    m.guest_since.reset();
+    m.next_guest_attempt = Clock::TimePoint{};
+  }
+  if (obs.phase != VmPhase::kPaused && !running) {
+    SetCondition(conditions, kConditionGuestReady, false, "VMNotRunning",
+                 "no VM runs for the sandbox", pass.now, pass.generation);
+    // The next VM start (boot, restart, restore, wake-up) must initialise its guest again.
+    if (FindCondition(*conditions, kConditionGuestInitialized) != nullptr) {
+      SetCondition(conditions, kConditionGuestInitialized, false, "VMNotRunning",
+                   "the next VM start initialises the guest agent", pass.now, pass.generation);
+    }
+    s.clear_guest();
+    return;
+  }
+  if (obs.ip.empty()) {
+    SetConditionStatus(conditions, kConditionGuestReady, v1alpha1::Condition::Unknown, "NoNetwork",
+                       "the sandbox has no network to reach its guest agent by; Ready does not "
+                       "wait for it",
+                       pass.now, pass.generation);
+    return;
+  }
+  if (!running) {
+    SetCondition(conditions, kConditionGuestReady, false, "VMPaused",
+                 "the VM is paused; its guest agent cannot answer until it resumes", pass.now,
+                 pass.generation);
+  }
+  // Running: ProbeGuest decides.
+}
+
+void SandboxReconciler::SetRunningReady(Pass& pass, const runtime::VmObservation& obs) {
+  Conditions* conditions = pass.status.mutable_conditions();
+  if (!AwaitsGuest(obs)) {
+    SetCondition(conditions, kConditionReady, true, "Running", "the VM is running", pass.now,
+                 pass.generation);
+    return;
+  }
+  std::string reason = "Running";
+  std::string message = "the VM is running and its guest agent is initialized";
+  const v1alpha1::Condition* ready = FindCondition(*conditions, kConditionGuestReady);
+  const v1alpha1::Condition* init = FindCondition(*conditions, kConditionGuestInitialized);
+  if (ready == nullptr || ready->status() != v1alpha1::Condition::True) {
+    reason = "GuestNotReady";
+    message = ready == nullptr || ready->reason() == "VMPaused"
+                  ? "the VM is running; waiting for its guest agent"
+                  : Cat("the VM is running; its guest agent is not ready: ", ready->message());
+  } else if (init == nullptr || init->status() != v1alpha1::Condition::True) {
+    reason = "GuestNotInitialized";
+    message = init == nullptr || init->reason() != "InitFailed"
+                  ? "the VM is running; its guest agent is not initialized yet"
+                  : Cat("the VM is running; its guest agent is not initialized: ", init->message());
+  }
+  SetCondition(conditions, kConditionReady, reason == "Running", reason, message, pass.now,
+               pass.generation);
+  pass.status.set_message(message);
+}
+
+std::optional<Clock::Duration> SandboxReconciler::ProbeGuest(Pass& pass,
+                                                             const runtime::VmObservation& obs) {
+  if (obs.phase != VmPhase::kRunning || !AwaitsGuest(obs)) return std::nullopt;
+  Conditions* conditions = pass.status.mutable_conditions();
+  const bool answered = IsConditionTrue(*conditions, kConditionGuestReady);
+  if (answered && GuestInitialized(pass)) {
+    SetRunningReady(pass, obs);
+    return std::nullopt;
+  }
+  const runtime::GuestAgentOptions& settings = guest_->GuestAgentSettings();
+  const Clock::TimePoint now = clock_.Now();
+  Clock::TimePoint since;
+  Clock::TimePoint next_attempt;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    VmMemory& m = Memory(pass.uid);
+    if (!m.guest_since) m.guest_since = now;
+    since = *m.guest_since;
+    next_attempt = m.next_guest_attempt;
+  }
+  if (now < next_attempt) {
+    // Woken early (by our own status write, a watch event, a resync): one attempt per interval.
+    SetRunningReady(pass, obs);
+    return next_attempt - now;
+  }
+  const Clock::Duration ready_timeout = settings.ready_timeout;
+  const bool late = now - since >= ready_timeout;
+  // Until the deadline every poll_interval (and once right at it); after it, slower.
+  const Clock::Duration retry =
+      late ? std::max<Clock::Duration>(options_.guest_slow_poll_interval, settings.poll_interval)
+           : std::min<Clock::Duration>(settings.poll_interval, since + ready_timeout - now);
+  auto retry_later = [&]() -> std::optional<Clock::Duration> {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Memory(pass.uid).next_guest_attempt = now + retry;
+    }
+    SetRunningReady(pass, obs);
+    return retry;
+  };
+
+  if (!answered) {
+    absl::StatusOr<guest::AgentHealth> health = guest_->GuestHealth(pass.uid);
+    if (!health.ok()) {
+      if (late) {
+        const v1alpha1::Condition* prev = FindCondition(*conditions, kConditionGuestReady);
+        const bool first = prev == nullptr || prev->reason() != "AgentTimeout";
+        std::string message = Cat("the guest agent did not answer within ", Seconds(ready_timeout),
+                                  ": ", health.status().message());
+        SetCondition(conditions, kConditionGuestReady, false, "AgentTimeout", message, pass.now,
+                     pass.generation);
+        if (first) {
+          events_.Warning(pass.object, "GuestTimeout", message);
+          log::Warn("guest agent did not answer in time; still polling",
+                    {{"sandbox", pass.key}, {"error", health.status().message()}});
+        }
+      } else {
+        SetCondition(conditions, kConditionGuestReady, false, "WaitingForAgent",
+                     Cat("waiting for the guest agent: ", health.status().message()), pass.now,
+                     pass.generation);
+      }
+      return retry_later();
+    }
+    const std::string& version = health->version;
+    std::string message = version.empty() ? "the guest agent answered"
+                                          : Cat("the guest agent ", version, " answered");
+    SetCondition(conditions, kConditionGuestReady, true, "AgentReady", message, pass.now,
+                 pass.generation);
+    if (version.empty()) {
+      pass.status.clear_guest();
+    } else {
+      pass.status.mutable_guest()->set_agent_version(version);
+    }
+    events_.Normal(pass.object, "GuestReady",
+                   version.empty() ? "The guest agent answered"
+                                   : Cat("The guest agent ", version, " answered"));
+  }
+
+  if (!GuestInitialized(pass)) {
+    const v1alpha1::SandboxSpec& spec = pass.sandbox.spec();
+    guest::InitRequest request;
+    request.sandbox_id = pass.uid;
+    request.sandbox_namespace = pass.ns;
+    request.name = pass.name;
+    request.template_name = spec.template_();
+    {
+      // What the VM was booted with (a restored sandbox's spec may leave the template out).
+      std::lock_guard<std::mutex> lock(mu_);
+      const VmMemory& m = Memory(pass.uid);
+      if (m.booted && !m.config.template_name.empty())
+        request.template_name = m.config.template_name;
+    }
+    for (const v1alpha1::EnvVar& e : spec.env()) request.env.emplace_back(e.name(), e.value());
+    request.wall_clock = pass.now;
+    if (absl::Status st = guest_->GuestInit(pass.uid, request); !st.ok()) {
+      std::string message =
+          Cat("POST /init failed: ", absl::StatusCodeToString(st.code()), ": ", st.message());
+      SetCondition(conditions, kConditionGuestInitialized, false, "InitFailed", message, pass.now,
+                   pass.generation);
+      log::Warn("cannot initialize the guest agent", {{"sandbox", pass.key}, {"error", message}});
+      return retry_later();
+    }
+    SetCondition(conditions, kConditionGuestInitialized, true, "Initialized",
+                 Cat("initialized as ", pass.key, " (uid ", pass.uid, ")"), pass.now,
+                 pass.generation);
+    log::Info("guest agent initialized", {{"sandbox", pass.key}});
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Memory(pass.uid).next_guest_attempt = Clock::TimePoint{};
+  }
+  SetRunningReady(pass, obs);
+  return std::nullopt;
 }
 
 absl::StatusOr<runtime::SandboxRuntimeSpec> SandboxReconciler::RuntimeSpec(Pass& pass) {

@@ -23,6 +23,23 @@
 // exit). What the running VM was booted with is remembered in memory; after a sandboxlet restart
 // the spec at the first observation is assumed to be what runs.
 //
+// Guest agent (options.guest set and its settings enabled): a Running VM is Ready only once its
+// guest agent has answered `GET /health` (GuestReady=True, reason AgentReady, status.guest
+// .agentVersion) and has taken `POST /init` with the sandbox's identity, template, spec.env and
+// the wall clock (GuestInitialized=True). Each pass makes at most one bounded GuestHealth and one
+// GuestInit attempt and asks to be requeued after poll_interval; a pass that comes sooner (say,
+// woken by its own status write) does not probe again. Past ready_timeout since the VM started
+// (or was resumed, or was first seen by this process) GuestReady turns False with reason
+// AgentTimeout and the client's last error, and polling slows to guest_slow_poll_interval: the
+// guest may still come up. Init happens once per VM start: GuestInitialized is reset whenever the
+// VM is observed not up (stopped, exited, absent — which every start, restart, restore and
+// wake-up passes through), so a restored VM is initialised again with its new identity, while a
+// sandboxlet restart or a pause/resume re-initialises nothing. While Paused, GuestReady is False
+// with reason VMPaused. A sandbox without a network cannot reach its agent: GuestReady=Unknown
+// (reason NoNetwork) and Ready does not wait for it.
+// Without a guest agent (options.guest null or disabled) Ready means VMM up and VM Running, and
+// no guest conditions are written (stale ones are removed).
+//
 // ttlSeconds counts from metadata.creationTimestamp; when it passes the object is deleted (and
 // then goes through the finalizer). Until then the result asks for a requeue at the expiry.
 //
@@ -38,6 +55,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -47,6 +65,7 @@
 #include "controller/reconcile/sandbox_locks.h"
 #include "controller/store/object_store.h"
 #include "runtime/base/clock.h"
+#include "runtime/node/guest_agent_access.h"
 #include "runtime/node/sandbox_runtime.h"
 #include "sandboxlet/v1alpha1/sandbox.pb.h"
 
@@ -62,6 +81,8 @@ inline constexpr char kConditionVmmRunning[] = "VMMRunning";
 inline constexpr char kConditionHibernated[] = "Hibernated";
 inline constexpr char kConditionRestored[] = "Restored";
 inline constexpr char kConditionSpecApplied[] = "SpecApplied";
+inline constexpr char kConditionGuestReady[] = "GuestReady";
+inline constexpr char kConditionGuestInitialized[] = "GuestInitialized";
 
 // The runtime snapshot id a sandbox hibernates into.
 std::string HibernationSnapshotId(const std::string& uid);
@@ -75,6 +96,11 @@ struct SandboxReconcilerOptions {
   Clock::Duration restart_backoff_initial = std::chrono::seconds(1);
   Clock::Duration restart_backoff_max = std::chrono::minutes(5);
   Clock::Duration restart_backoff_reset = std::chrono::minutes(10);
+  // The node's guest agents; null (or settings with enabled=false): Ready needs no guest agent.
+  // Timeouts and the poll interval come from guest->GuestAgentSettings().
+  runtime::GuestAgentAccess* guest = nullptr;
+  // How often a guest that has not answered within ready_timeout is asked again.
+  Clock::Duration guest_slow_poll_interval = std::chrono::seconds(10);
 };
 
 class SandboxReconciler {
@@ -111,6 +137,10 @@ class SandboxReconciler {
     // The last step failed: its retries do not announce Creating/Hibernating first, so a
     // failing retry leaves the stored status unchanged (no watch event, no self-made hot loop).
     bool last_step_failed = false;
+    // Guest agent: since when this process has seen the VM Running (unset while it is not), and
+    // the earliest time of the next GuestHealth/GuestInit attempt.
+    std::optional<Clock::TimePoint> guest_since;
+    Clock::TimePoint next_guest_attempt;
   };
 
   absl::Status Load(Pass& pass);
@@ -135,6 +165,16 @@ class SandboxReconciler {
                        bool creating);
   // Copies what the runtime observes into pass.status (vmm, network, conditions, phase).
   void ApplyObservation(Pass& pass, const runtime::VmObservation& obs);
+  // Whether Ready waits for the guest agent of this VM (agent enabled, sandbox has a network).
+  bool AwaitsGuest(const runtime::VmObservation& obs) const;
+  // The guest conditions that follow from the observation alone (no agent call).
+  void ObserveGuest(Pass& pass, const runtime::VmObservation& obs);
+  // For a Running VM: one GuestHealth attempt until it answers, then one GuestInit attempt until
+  // it succeeds; sets GuestReady, GuestInitialized and Ready. Returns when to look again.
+  std::optional<Clock::Duration> ProbeGuest(Pass& pass, const runtime::VmObservation& obs);
+  // Ready for a Running VM from the guest conditions in pass.status.
+  void SetRunningReady(Pass& pass, const runtime::VmObservation& obs);
+  bool GuestInitialized(const Pass& pass) const;
   absl::StatusOr<runtime::SandboxRuntimeSpec> RuntimeSpec(Pass& pass);
   void NoteBoot(const std::string& uid, const BootConfig& config);
   void NoteSpecDrift(Pass& pass);
@@ -146,6 +186,7 @@ class SandboxReconciler {
   SandboxLocks& locks_;
   const SandboxReconcilerOptions options_;
   Clock& clock_;
+  runtime::GuestAgentAccess* const guest_;  // null: no guest agent
 
   std::mutex mu_;
   std::map<std::string, VmMemory> memory_;  // guarded by mu_; by uid

@@ -44,6 +44,27 @@ class ControllerTest : public ::testing::Test {
     };
     controller_ = std::make_unique<controller::Controller>(*store_, runtime_, options);
   }
+  // Replaces the controller by one whose Sandboxes wait for their guest agents (the fake's).
+  void UseGuestAgents(const runtime::GuestAgentOptions& agent) {
+    controller_.reset();
+    runtime_.SetGuestAgentSettings(agent);
+    controller::ControllerOptions options;
+    options.workers = 4;
+    options.clock = &clock_;
+    options.resync_period = std::chrono::hours(1);
+    options.guest = &runtime_;
+    controller_ = std::make_unique<controller::Controller>(*store_, runtime_, options);
+  }
+  // The condition, or an empty object when there is none (yet).
+  json Condition(const std::string& name, const std::string& type) {
+    json object = Get("sandboxes", name);
+    if (object.is_null()) return json::object();
+    for (const json& c :
+         object.value("status", json::object()).value("conditions", json::array())) {
+      if (c.value("type", "") == type) return c;
+    }
+    return json::object();
+  }
   void TearDown() override {
     controller_.reset();
     store_.reset();
@@ -177,6 +198,43 @@ TEST_F(ControllerTest, ResyncReconcilesEveryKeyPeriodically) {
   clock_.Advance(std::chrono::hours(1));
   ASSERT_TRUE(WaitFor("sandboxes", [&] { return runtime_.CallCount("Start") == 2; }));
   ASSERT_TRUE(WaitFor("sandboxes", [&] { return Phase("sandboxes", "a") == "Running"; }));
+}
+
+TEST_F(ControllerTest, AGuestThatNeverAnswersHoldsUpNoOtherSandbox) {
+  UseGuestAgents({.enabled = true,
+                  .ready_timeout = std::chrono::seconds(5),
+                  .poll_interval = std::chrono::milliseconds(500)});
+  runtime_.SetGuestAnswers(false);
+  ASSERT_TRUE(controller_->Start().ok());
+  CreateSandbox("mute", {{"template", "base"}});
+  ASSERT_TRUE(WaitFor("sandboxes", [&] {
+    return Condition("mute", "GuestReady").value("reason", "") == "WaitingForAgent";
+  }));
+  const std::string mute = Get("sandboxes", "mute")["metadata"]["uid"];
+  runtime_.SetGuestAnswers(mute, false);
+  runtime_.SetGuestAnswers(true);
+
+  // The clock stands still: "mute" waits for its poll interval while "fine" comes up.
+  CreateSandbox("fine", {{"template", "base"}});
+  ASSERT_TRUE(WaitFor("sandboxes", [&] {
+    return Condition("fine", "Ready").value("status", "") == "True";
+  })) << Get("sandboxes", "fine").dump();
+  EXPECT_EQ(Condition("mute", "Ready")["status"], "False");
+  EXPECT_EQ(Phase("sandboxes", "mute"), "Running");
+  // One attempt, and at most one more from its own status write: no hot loop.
+  EXPECT_LE(runtime_.GuestHealthCalls(mute), 2);
+
+  clock_.Advance(std::chrono::seconds(5));
+  ASSERT_TRUE(WaitFor("sandboxes", [&] {
+    return Condition("mute", "GuestReady").value("reason", "") == "AgentTimeout";
+  })) << Get("sandboxes", "mute").dump();
+  std::string message = Condition("mute", "GuestReady")["message"];
+  EXPECT_NE(message.find("did not answer within 5s"), std::string::npos) << message;
+  EXPECT_NE(message.find("Connection refused"), std::string::npos) << message;
+  EXPECT_EQ(Condition("mute", "Ready")["status"], "False");
+  EXPECT_EQ(Condition("fine", "Ready")["status"], "True");
+  controller_->Stop();
+  EXPECT_EQ(runtime_.OverlapViolations(), 0);
 }
 
 TEST_F(ControllerTest, ClaimedSandboxesMapsUidsToKeys) {

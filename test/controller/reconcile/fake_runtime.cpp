@@ -331,4 +331,94 @@ void FakeSandboxRuntime::SetExitHandler(
   exit_handler_ = std::move(handler);
 }
 
+void FakeSandboxRuntime::SetGuestAgentSettings(const runtime::GuestAgentOptions& options) {
+  std::lock_guard<std::mutex> lock(mu_);
+  guest_settings_ = options;
+}
+
+void FakeSandboxRuntime::SetGuestAnswers(bool answers) {
+  std::lock_guard<std::mutex> lock(mu_);
+  guest_answers_ = answers;
+}
+
+void FakeSandboxRuntime::SetGuestAnswers(const std::string& uid, bool answers) {
+  std::lock_guard<std::mutex> lock(mu_);
+  guest_answers_by_uid_[uid] = answers;
+}
+
+void FakeSandboxRuntime::SetGuestVersion(const std::string& version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  guest_version_ = version;
+}
+
+int FakeSandboxRuntime::GuestHealthCalls(const std::string& uid) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = guest_health_calls_.find(uid);
+  return it == guest_health_calls_.end() ? 0 : it->second;
+}
+
+std::vector<guest::InitRequest> FakeSandboxRuntime::GuestInits(const std::string& uid) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = guest_inits_.find(uid);
+  return it == guest_inits_.end() ? std::vector<guest::InitRequest>{} : it->second;
+}
+
+const runtime::GuestAgentOptions& FakeSandboxRuntime::GuestAgentSettings() const {
+  return guest_settings_;
+}
+
+absl::Status FakeSandboxRuntime::InjectedLocked(const std::string& op) {
+  auto it = failures_.find(op);
+  if (it == failures_.end() || it->second.empty()) return absl::OkStatus();
+  absl::Status st = it->second.front();
+  it->second.pop_front();
+  return st;
+}
+
+absl::Status FakeSandboxRuntime::GuestReachableLocked(const std::string& uid,
+                                                      const std::string& request) {
+  auto it = vms_.find(uid);
+  if (it == vms_.end()) {
+    return absl::FailedPreconditionError(Cat("guest agent of sandbox ", uid, ": no such sandbox"));
+  }
+  const Vm& vm = it->second;
+  const std::string what = Cat("guest agent of ", vm.spec.key);
+  if (!guest_settings_.enabled) {
+    return absl::FailedPreconditionError(Cat(what, ": the guest agent is disabled on this node"));
+  }
+  if (!vm.spec.network) {
+    return absl::FailedPreconditionError(Cat(what, ": the sandbox has no network to reach it by"));
+  }
+  if (vm.phase != VmPhase::kRunning) {
+    return absl::FailedPreconditionError(Cat(
+        what, ": the VM is ", vm.phase == VmPhase::kPaused ? "Paused" : "not up", ", not Running"));
+  }
+  auto answers = guest_answers_by_uid_.find(uid);
+  if (!(answers == guest_answers_by_uid_.end() ? guest_answers_ : answers->second)) {
+    return absl::UnavailableError(Cat(what, " at 10.200.0.", vm.pid % 250 + 2, ":",
+                                      guest_settings_.port, ": ", request,
+                                      ": connect: Connection refused"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<guest::AgentHealth> FakeSandboxRuntime::GuestHealth(const std::string& uid) {
+  InFlight in_flight(this, uid, "GuestHealth");
+  std::lock_guard<std::mutex> lock(mu_);
+  ++guest_health_calls_[uid];
+  SBL_RETURN_IF_ERROR(InjectedLocked("GuestHealth"));
+  SBL_RETURN_IF_ERROR(GuestReachableLocked(uid, "GET /health"));
+  return guest::AgentHealth{guest_version_};
+}
+
+absl::Status FakeSandboxRuntime::GuestInit(const std::string& uid,
+                                           const guest::InitRequest& request) {
+  InFlight in_flight(this, uid, "GuestInit");
+  std::lock_guard<std::mutex> lock(mu_);
+  SBL_RETURN_IF_ERROR(InjectedLocked("GuestInit"));
+  SBL_RETURN_IF_ERROR(GuestReachableLocked(uid, "POST /init"));
+  guest_inits_[uid].push_back(request);
+  return absl::OkStatus();
+}
+
 }  // namespace sandboxlet::testing

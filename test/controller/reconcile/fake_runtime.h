@@ -5,6 +5,10 @@
 // beyond the node), records every call, injects failures per operation, simulates VMM exits
 // (calling the exit handler like the crash watcher would) and counts overlapping operations on
 // one uid, which the controller must never cause.
+// It is also the node's guest agents (GuestAgentAccess): disabled unless SetGuestAgentSettings
+// enables them; then each Running sandbox with a network has an agent that answers GuestHealth
+// (or, per uid or for all, never answers, as a guest that does not boot) and records the
+// GuestInit requests it is sent.
 // Thread-safe.
 #pragma once
 
@@ -20,11 +24,13 @@
 #include <vector>
 
 #include "runtime/base/clock.h"
+#include "runtime/guest/agent_client.h"
+#include "runtime/node/guest_agent_access.h"
 #include "runtime/node/sandbox_runtime.h"
 
 namespace sandboxlet::testing {
 
-class FakeSandboxRuntime : public runtime::SandboxRuntime {
+class FakeSandboxRuntime : public runtime::SandboxRuntime, public runtime::GuestAgentAccess {
  public:
   explicit FakeSandboxRuntime(Clock* clock);
 
@@ -51,6 +57,17 @@ class FakeSandboxRuntime : public runtime::SandboxRuntime {
   bool HasSnapshot(const std::string& id) const;
   runtime::SandboxRuntimeSpec LastSpec(const std::string& uid) const;
 
+  // --- guest agent controls ---
+  void SetGuestAgentSettings(const runtime::GuestAgentOptions& options);
+  // Whether agents answer (default true); the per-uid setting wins over the default.
+  void SetGuestAnswers(bool answers);
+  void SetGuestAnswers(const std::string& uid, bool answers);
+  // The version agents report in their health answer (default "0.3.1"; "" for none).
+  void SetGuestVersion(const std::string& version);
+  // FailNext("GuestHealth" | "GuestInit", ...) injects failures too (not recorded in Calls()).
+  int GuestHealthCalls(const std::string& uid) const;
+  std::vector<guest::InitRequest> GuestInits(const std::string& uid) const;
+
   // --- SandboxRuntime ---
   runtime::VmObservation Observe(const std::string& uid) override;
   absl::Status Start(const runtime::SandboxRuntimeSpec& spec) override;
@@ -71,6 +88,11 @@ class FakeSandboxRuntime : public runtime::SandboxRuntime {
       const std::map<std::string, std::string>& claimed) override;
   void SetExitHandler(std::function<void(const std::string& uid, const runtime::VmExitInfo& exit)>
                           handler) override;
+
+  // --- GuestAgentAccess ---
+  const runtime::GuestAgentOptions& GuestAgentSettings() const override;
+  absl::StatusOr<guest::AgentHealth> GuestHealth(const std::string& uid) override;
+  absl::Status GuestInit(const std::string& uid, const guest::InitRequest& request) override;
 
  private:
   struct Vm {
@@ -95,6 +117,9 @@ class FakeSandboxRuntime : public runtime::SandboxRuntime {
   absl::Status EnterLocked(const std::string& op, const std::string& detail);
   void BootLocked(Vm& vm, const runtime::SandboxRuntimeSpec& spec);
   runtime::SnapshotInfo TakeSnapshotLocked(const Vm& vm, const std::string& id);
+  // The preconditions of a guest call and whether the agent answers. Requires mu_.
+  absl::Status GuestReachableLocked(const std::string& uid, const std::string& request);
+  absl::Status InjectedLocked(const std::string& op);
 
   Clock* const clock_;
   std::atomic<int> overlaps_{0};
@@ -110,6 +135,13 @@ class FakeSandboxRuntime : public runtime::SandboxRuntime {
   std::chrono::microseconds op_delay_{0};                             // guarded by mu_
   std::function<void(const std::string&, const std::string&)> hook_;  // guarded by mu_
   std::function<void(const std::string&, const runtime::VmExitInfo&)> exit_handler_;  // mu_
+  // Set before use (tests configure it before reconciling); read without mu_.
+  runtime::GuestAgentOptions guest_settings_;
+  bool guest_answers_ = true;                                           // guarded by mu_
+  std::map<std::string, bool> guest_answers_by_uid_;                    // guarded by mu_
+  std::string guest_version_ = "0.3.1";                                 // guarded by mu_
+  std::map<std::string, int> guest_health_calls_;                       // guarded by mu_
+  std::map<std::string, std::vector<guest::InitRequest>> guest_inits_;  // guarded by mu_
 };
 
 }  // namespace sandboxlet::testing
