@@ -163,13 +163,14 @@ nlohmann::json OpenApiSchemaOf(const Descriptor& type) { return MessageSchema(ty
 nlohmann::json CustomResourceDefinition(Kind kind) {
   nlohmann::json columns = nlohmann::json::array();
   if (kind == Kind::kSandbox) {
+    // Same columns, in the same order, as the local REST API's tables (controller/rest/table.cpp).
     columns = {Column("Phase", "string", ".status.phase", "Lifecycle phase"),
-               Column("Template", "string", ".spec.template", "Base image"),
+               Column("IP", "string", ".status.network.ip", "Address on the node"),
                Column("vCPUs", "integer", ".spec.vcpus", "Virtual CPUs"),
                Column("Memory", "integer", ".spec.memoryMiB", "Guest memory in MiB"),
-               Column("IP", "string", ".status.network.ip", "Address on the node", 1),
-               Column("Node", "string", ".spec.nodeName", "Node running the sandbox", 1),
-               Column("Age", "date", ".metadata.creationTimestamp", "Time since creation")};
+               Column("Age", "date", ".metadata.creationTimestamp", "Time since creation"),
+               Column("Template", "string", ".spec.template", "Base image", 1),
+               Column("Node", "string", ".spec.nodeName", "Node running the sandbox", 1)};
   } else {
     columns = {Column("Sandbox", "string", ".spec.sandboxName", "Snapshotted sandbox"),
                Column("Phase", "string", ".status.phase", "Lifecycle phase"),
@@ -182,6 +183,12 @@ nlohmann::json CustomResourceDefinition(Kind kind) {
                             {"schema", {{"openAPIV3Schema", OpenApiSchema(kind)}}},
                             {"subresources", {{"status", nlohmann::json::object()}}},
                             {"additionalPrinterColumns", columns}};
+  if (kind == Kind::kSandbox) {
+    // Each node's sandboxlet lists and watches only its own sandboxes with the field selector
+    // spec.nodeName=<node>; the API server serves field selectors on custom resources only for the
+    // fields declared here (Kubernetes 1.30+; older servers reject or drop the field).
+    version["selectableFields"] = nlohmann::json::array({{{"jsonPath", ".spec.nodeName"}}});
+  }
   return {{"apiVersion", "apiextensions.k8s.io/v1"},
           {"kind", "CustomResourceDefinition"},
           {"metadata", {{"name", Cat(ResourceName(kind), ".", kGroup)}}},
@@ -192,7 +199,9 @@ nlohmann::json CustomResourceDefinition(Kind kind) {
               {"listKind", ListKindName(kind)},
               {"plural", ResourceName(kind)},
               {"singular", SingularName(kind)},
-              {"shortNames", {ShortName(kind)}}}},
+              {"shortNames", {ShortName(kind)}},
+              // `kubectl get sandboxlet` lists both kinds.
+              {"categories", {"sandboxlet"}}}},
             {"scope", "Namespaced"},
             {"versions", {version}}}}};
 }

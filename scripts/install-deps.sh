@@ -11,6 +11,7 @@ packages=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   prometheus-cpp-dev libsqlite3-dev libcpprest-dev prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
+  golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev
   iproute2 iptables nftables util-linux e2fsprogs xfsprogs btrfs-progs procps psmisc
   clang-format
 )
