@@ -564,11 +564,13 @@ absl::Status NodeRuntime::Resume(const std::string& uid) {
   return st;
 }
 
-absl::StatusOr<SnapshotInfo> NodeRuntime::Snapshot(const std::string& uid,
-                                                   const std::string& snapshot_id) {
+absl::StatusOr<SnapshotInfo> NodeRuntime::TakeSnapshot(const std::string& uid,
+                                                       const std::string& snapshot_id,
+                                                       bool hibernate) {
   auto e = Find(uid);
   if (!e || !e->machine || !e->volume) {
-    return absl::FailedPreconditionError(Cat("snapshot of sandbox ", uid, ": no running VM"));
+    return absl::FailedPreconditionError(
+        Cat(hibernate ? "hibernate sandbox " : "snapshot of sandbox ", uid, ": no running VM"));
   }
   PrepareGuestForSnapshot(uid);
   vm::SnapshotRequest req;
@@ -576,6 +578,7 @@ absl::StatusOr<SnapshotInfo> NodeRuntime::Snapshot(const std::string& uid,
   req.template_name = e->record.template_name;
   req.vcpus = e->record.vcpus;
   req.memory_mib = e->record.memory_mib;
+  req.hibernate = hibernate;
   absl::Status st;
   SnapshotInfo info;
   Timed(
@@ -595,35 +598,14 @@ absl::StatusOr<SnapshotInfo> NodeRuntime::Snapshot(const std::string& uid,
   return info;
 }
 
+absl::StatusOr<SnapshotInfo> NodeRuntime::Snapshot(const std::string& uid,
+                                                   const std::string& snapshot_id) {
+  return TakeSnapshot(uid, snapshot_id, /*hibernate=*/false);
+}
+
 absl::StatusOr<SnapshotInfo> NodeRuntime::Hibernate(const std::string& uid,
                                                     const std::string& snapshot_id) {
-  auto e = Find(uid);
-  if (!e || !e->machine || !e->volume) {
-    return absl::FailedPreconditionError(Cat("hibernate sandbox ", uid, ": no running VM"));
-  }
-  PrepareGuestForSnapshot(uid);
-  vm::SnapshotRequest req;
-  req.snapshot_id = snapshot_id;
-  req.template_name = e->record.template_name;
-  req.vcpus = e->record.vcpus;
-  req.memory_mib = e->record.memory_mib;
-  req.hibernate = true;
-  absl::Status st;
-  SnapshotInfo info;
-  Timed(
-      "snapshot",
-      [&] {
-        auto r = vm::TakeSnapshot(*e->machine, *e->volume, *volumes_, *snapshots_, req);
-        if (!r.ok()) return r.status();
-        info.size_bytes = r->size_bytes;
-        return absl::OkStatus();
-      },
-      &st);
-  if (!st.ok()) return st;
-  info.id = snapshot_id;
-  info.template_name = req.template_name;
-  info.vcpus = req.vcpus;
-  info.memory_mib = req.memory_mib;
+  SBL_ASSIGN_OR_RETURN(SnapshotInfo info, TakeSnapshot(uid, snapshot_id, /*hibernate=*/true));
   // The snapshot is committed: everything else of the sandbox can go.
   SBL_RETURN_IF_ERROR(Destroy(uid));
   return info;

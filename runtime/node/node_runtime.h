@@ -146,6 +146,9 @@ class NodeRuntime final : public SandboxRuntime, public GuestAgentAccess {
   void OnExit(const vmm::VmmExit& exit);
   // Stops the VMM of `e` if any (unwatching it first, so the exit is not reported as a crash).
   absl::Status StopMachine(Entry& e);
+  // Snapshot (and, for hibernation, leave the VM paused) through vm::TakeSnapshot.
+  absl::StatusOr<SnapshotInfo> TakeSnapshot(const std::string& uid, const std::string& snapshot_id,
+                                            bool hibernate);
   void Timed(std::string_view op, const std::function<absl::Status()>& fn, absl::Status* out);
   // A client for the guest agent of a Running sandbox with a network (FailedPrecondition else).
   absl::StatusOr<guest::AgentClient> GuestClient(const std::string& uid);
