@@ -10,7 +10,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "api/codec.h"
+#include "controller/reconcile/conditions.h"
 #include "controller/store/object_store.h"
+#include "runtime/base/errors.h"
+#include "runtime/base/strings.h"
+
+#include <google/protobuf/util/message_differencer.h>
 
 namespace sandboxlet::controller {
 
@@ -32,5 +38,27 @@ absl::Status RemoveFinalizer(store::ObjectStore& store, const std::string& resou
 absl::StatusOr<nlohmann::json> WriteStatusOf(store::ObjectStore& store, const std::string& resource,
                                              const nlohmann::json& object,
                                              const nlohmann::json& status);
+
+// Stamps observedGeneration on `status` and its conditions and, unless it equals `*stored`,
+// writes it with WriteStatusOf; then `object` is the stored object and `*stored` the new status.
+// `what` names the object in errors ("sandbox default/x"). Both reconcilers end a pass with it.
+template <typename StatusMessage>
+absl::Status WriteStatusIfChanged(store::ObjectStore& store, const std::string& resource,
+                                  const std::string& what, int64_t generation,
+                                  StatusMessage& status, StatusMessage* stored,
+                                  nlohmann::json& object) {
+  status.set_observed_generation(generation);
+  SetObservedGeneration(status.mutable_conditions(), generation);
+  if (google::protobuf::util::MessageDifferencer::Equals(status, *stored)) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<nlohmann::json> status_json = api::ToJson(status);
+  if (!status_json.ok()) return Annotate(status_json.status(), Cat(what, ": encode status"));
+  absl::StatusOr<nlohmann::json> updated = WriteStatusOf(store, resource, object, *status_json);
+  if (!updated.ok()) return updated.status();
+  object = std::move(*updated);
+  *stored = status;
+  return absl::OkStatus();
+}
 
 }  // namespace sandboxlet::controller

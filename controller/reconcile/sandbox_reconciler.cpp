@@ -1043,19 +1043,9 @@ absl::Status SandboxReconciler::Announce(Pass& pass, SandboxStatus::Phase phase,
 }
 
 absl::Status SandboxReconciler::WriteStatus(Pass& pass) {
-  pass.status.set_observed_generation(pass.generation);
-  SetObservedGeneration(pass.status.mutable_conditions(), pass.generation);
-  if (MessageDifferencer::Equals(pass.status, pass.sandbox.status())) return absl::OkStatus();
-  absl::StatusOr<json> status_json = api::ToJson(pass.status);
-  if (!status_json.ok()) {
-    return Annotate(status_json.status(), Cat("sandbox ", pass.key, ": encode status"));
-  }
-  absl::StatusOr<json> updated =
-      WriteStatusOf(store_, kSandboxesResource, pass.object, *status_json);
-  if (!updated.ok()) return updated.status();
-  pass.object = std::move(*updated);
-  *pass.sandbox.mutable_status() = pass.status;
-  return absl::OkStatus();
+  return WriteStatusIfChanged(store_, kSandboxesResource, Cat("sandbox ", pass.key),
+                              pass.generation, pass.status, pass.sandbox.mutable_status(),
+                              pass.object);
 }
 
 }  // namespace sandboxlet::controller

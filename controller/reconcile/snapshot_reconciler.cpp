@@ -59,19 +59,9 @@ absl::Status SnapshotReconciler::Load(Pass& pass) {
 }
 
 absl::Status SnapshotReconciler::WriteStatus(Pass& pass) {
-  pass.status.set_observed_generation(pass.generation);
-  SetObservedGeneration(pass.status.mutable_conditions(), pass.generation);
-  if (MessageDifferencer::Equals(pass.status, pass.snapshot.status())) return absl::OkStatus();
-  absl::StatusOr<json> status_json = api::ToJson(pass.status);
-  if (!status_json.ok()) {
-    return Annotate(status_json.status(), Cat("snapshot ", pass.key, ": encode status"));
-  }
-  absl::StatusOr<json> updated =
-      WriteStatusOf(store_, kSnapshotsResource, pass.object, *status_json);
-  if (!updated.ok()) return updated.status();
-  pass.object = std::move(*updated);
-  *pass.snapshot.mutable_status() = pass.status;
-  return absl::OkStatus();
+  return WriteStatusIfChanged(store_, kSnapshotsResource, Cat("snapshot ", pass.key),
+                              pass.generation, pass.status, pass.snapshot.mutable_status(),
+                              pass.object);
 }
 
 absl::Status SnapshotReconciler::AddFinalizer(Pass& pass) {
