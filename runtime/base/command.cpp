@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -67,12 +68,18 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
     ::dup2(in_r.get(), 0);
     ::dup2(out_w.get(), 1);
     ::dup2(err_w.get(), 2);
+    // Nothing else of ours leaks into the program: without this it would inherit every fd the
+    // caller did not mark close-on-exec (and a program that select()s aborts past FD_SETSIZE).
+    // The exec-failure pipe moves to fd 3 (close-on-exec) and everything above it is closed.
+    if (exec_w.get() != 3) ::dup2(exec_w.get(), 3);
+    ::fcntl(3, F_SETFD, FD_CLOEXEC);
+    ::syscall(SYS_close_range, 4U, ~0U, 0U);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::execvpe(cargv[0], cargv.data(), cenv.data());
     int err = errno;
-    (void)!::write(exec_w.get(), &err, sizeof(err));
+    (void)!::write(3, &err, sizeof(err));
     ::_exit(127);
   }
   in_r.Reset();

@@ -1,6 +1,9 @@
 #include "runtime/network/nftables.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/select.h>
+#include <unistd.h>
 
 #include <mutex>
 
@@ -50,20 +53,35 @@ struct NftApi {
 
 std::string TrimmedCopy(const char* s) { return std::string(Trim(s == nullptr ? "" : s)); }
 
+// libnftables waits on its netlink socket with select(), and glibc aborts the process when that
+// fd is FD_SETSIZE (1024) or more. A node agent with hundreds of sandboxes holds more fds than
+// that (pidfds, API sockets), so once the lowest free fd is past this mark the nft program does
+// the work instead: slower (a fork and exec), never fatal.
+constexpr int kLibraryFdLimit = FD_SETSIZE / 2;
+
+bool LowFdsAvailable() {
+  int probe = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (probe < 0) return false;
+  ::close(probe);
+  return probe < kLibraryFdLimit;
+}
+
+absl::StatusOr<std::string> RunNftProgram(const std::string& script, const std::string& what) {
+  CommandOptions opts;
+  opts.stdin_data = script;
+  auto r = RunCommand({"nft", "-f", "-"}, opts);
+  if (!r.ok()) return absl::Status(r.status().code(), Cat(what, ": ", r.status().message()));
+  if (!r->ok()) {
+    return absl::InternalError(Cat(what, ": nft: exit ", r->exit_code, ": ", Trim(r->err)));
+  }
+  return r->out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> RunNft(const std::string& script, const std::string& what) {
   const NftApi* api = NftApi::Load();
-  if (api == nullptr) {
-    CommandOptions opts;
-    opts.stdin_data = script;
-    auto r = RunCommand({"nft", "-f", "-"}, opts);
-    if (!r.ok()) return absl::Status(r.status().code(), Cat(what, ": ", r.status().message()));
-    if (!r->ok()) {
-      return absl::InternalError(Cat(what, ": nft: exit ", r->exit_code, ": ", Trim(r->err)));
-    }
-    return r->out;
-  }
+  if (api == nullptr || !LowFdsAvailable()) return RunNftProgram(script, what);
   static std::mutex mu;
   std::lock_guard<std::mutex> lock(mu);
   // A context opens its netlink socket in the current thread's namespace, so one per call.

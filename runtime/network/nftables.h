@@ -2,6 +2,8 @@
 // Uses libnftables in-process (loaded with dlopen: Debian ships libnftables.so.1 with the nft
 // binary but no development headers); where the library cannot be loaded, spawns `nft -f -`,
 // which inherits the calling thread's namespace too. In-process is ~10x cheaper than a spawn.
+// Once the lowest free fd is high (libnftables select()s on its socket: fd >= FD_SETSIZE aborts
+// the process), the nft program is used as well.
 // A script is applied as one transaction: all of it or nothing.
 // Thread-safe: calls into libnftables are serialized by an internal mutex.
 #pragma once

@@ -1,6 +1,11 @@
 #include "runtime/base/command.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
+
+#include "runtime/base/strings.h"
 
 namespace sandboxlet {
 namespace {
@@ -43,6 +48,16 @@ TEST(RunCommand, EnvironmentOverride) {
   auto r = RunCommand({"sh", "-c", "echo $SBL_TEST_VALUE $HOME"}, opts);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->out, "42 /sbl-home\n");
+}
+
+TEST(RunCommand, ProgramInheritsOnlyItsStandardStreams) {
+  int leaked = ::open("/dev/null", O_RDONLY);  // deliberately without O_CLOEXEC
+  ASSERT_GE(leaked, 3);
+  auto r = RunCommand(
+      {"sh", "-c", Cat("test -e /proc/self/fd/", leaked, " && echo open || echo closed")});
+  ::close(leaked);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->out, "closed\n");
 }
 
 TEST(RunChecked, NonZeroExitIsErrorWithStderr) {
