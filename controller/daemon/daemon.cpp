@@ -128,6 +128,7 @@ absl::Status Daemon::StartLocked() {
   runtime::NodeRuntimeOptions ropts;
   ropts.state_dir = c.state_dir;
   ropts.run_dir = c.run_dir;
+  ropts.version = *version;
   ropts.vmm_bin = vmm_bin;
   ropts.kernel = c.kernel;
   ropts.templates_dir = c.templates_dir;

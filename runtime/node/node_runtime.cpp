@@ -97,7 +97,11 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Open(NodeRuntimeOption
 
   vm::MachineEnv env;
   env.vmm_bin = options.vmm_bin;
-  SBL_ASSIGN_OR_RETURN(env.version, ch::DetectChVersion(options.vmm_bin));
+  if (options.version) {
+    env.version = *options.version;
+  } else {
+    SBL_ASSIGN_OR_RETURN(env.version, ch::DetectChVersion(options.vmm_bin));
+  }
   env.vms_dir = Cat(options.state_dir, "/vms");
   env.stable_root = Cat(options.run_dir, "/vmroot");
   env.kernel = options.kernel;

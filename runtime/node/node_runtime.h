@@ -41,6 +41,8 @@ struct NodeRuntimeOptions {
   std::string state_dir = "/var/lib/sandboxlet";
   std::string run_dir = "/run/sandboxlet";
   std::string vmm_bin = "cloud-hypervisor";
+  // The version of vmm_bin if the caller already detected it; Open runs `--version` otherwise.
+  std::optional<ch::ChVersion> version;
   std::string kernel;         // default <state>/kernel/vmlinux
   std::string templates_dir;  // default <state>/templates
   std::string cmdline = "console=ttyS0 root=/dev/vda rw reboot=k panic=1";
