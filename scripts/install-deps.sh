@@ -6,13 +6,13 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 packages=(
-  build-essential cmake ninja-build pkg-config git ca-certificates
+  build-essential cmake ninja-build pkg-config git ca-certificates curl openssl coreutils findutils
   libabsl-dev libcurl4-openssl-dev nlohmann-json3-dev libyaml-cpp-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   prometheus-cpp-dev libsqlite3-dev libcpprest-dev prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
   golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev
-  iproute2 iptables nftables util-linux e2fsprogs xfsprogs btrfs-progs procps psmisc
+  iproute2 iptables nftables util-linux mount e2fsprogs xfsprogs btrfs-progs procps psmisc
   clang-format
 )
 missing=()
