@@ -313,19 +313,8 @@ ReconcileResult SandboxReconciler::Step(Pass& pass) {
       if (power == SandboxSpec::Running || power == SandboxSpec::Paused) {
         absl::StatusOr<runtime::SandboxRuntimeSpec> rs = RuntimeSpec(pass);
         if (!rs.ok()) return Fail(pass, "start", rs.status(), true);
-        if (absl::Status st =
-                Announce(pass, SandboxStatus::Creating, "starting the VM from its kept disk");
-            !st.ok()) {
-          return {std::nullopt, st};
-        }
-        absl::Status st = runtime_.Start(*rs);
-        if (!st.ok()) {
-          ApplyObservation(pass, runtime_.Observe(pass.uid));
-          return Fail(pass, "start", st, true);
-        }
-        NoteBoot(pass.uid, BootConfig{rs->template_name, rs->vcpus, rs->memory_mib, rs->disk_mib,
-                                      rs->network, rs->egress});
-        return Act(pass, "start", st, "Started", "Started the VMM from the kept disk");
+        return StartVm(pass, *rs, "starting the VM from its kept disk",
+                       "Started the VMM from the kept disk");
       }
       if (power == SandboxSpec::Hibernated) {
         pass.status.set_message("the VM is stopped; there is no memory to hibernate");
@@ -342,26 +331,30 @@ ReconcileResult SandboxReconciler::Step(Pass& pass) {
   return done();
 }
 
+ReconcileResult SandboxReconciler::StartVm(Pass& pass, const runtime::SandboxRuntimeSpec& rs,
+                                           const std::string& announce,
+                                           const std::string& event_message) {
+  if (absl::Status st = Announce(pass, SandboxStatus::Creating, announce); !st.ok()) {
+    return {std::nullopt, st};
+  }
+  absl::Status st = runtime_.Start(rs);
+  if (!st.ok()) {
+    ApplyObservation(pass, runtime_.Observe(pass.uid));
+    return Fail(pass, "start", st, true);
+  }
+  NoteBoot(pass.uid, BootConfig{rs.template_name, rs.vcpus, rs.memory_mib, rs.disk_mib, rs.network,
+                                rs.egress});
+  return Act(pass, "start", st, "Started", event_message);
+}
+
 ReconcileResult SandboxReconciler::Create(Pass& pass) {
   const SandboxSpec& spec = pass.sandbox.spec();
   absl::StatusOr<runtime::SandboxRuntimeSpec> rs = RuntimeSpec(pass);
   if (spec.restore_from().empty()) {
     if (!rs.ok()) return Fail(pass, "start", rs.status(), true);
-    if (absl::Status st = Announce(pass, SandboxStatus::Creating,
-                                   Cat("starting the VM from template ", rs->template_name));
-        !st.ok()) {
-      return {std::nullopt, st};
-    }
-    absl::Status st = runtime_.Start(*rs);
-    if (!st.ok()) {
-      ApplyObservation(pass, runtime_.Observe(pass.uid));
-      return Fail(pass, "start", st, true);
-    }
-    NoteBoot(pass.uid, BootConfig{rs->template_name, rs->vcpus, rs->memory_mib, rs->disk_mib,
-                                  rs->network, rs->egress});
-    return Act(pass, "start", st, "Started",
-               Cat("Started the VMM from template ", rs->template_name, " (", rs->vcpus, " vCPUs, ",
-                   rs->memory_mib, " MiB)"));
+    return StartVm(pass, *rs, Cat("starting the VM from template ", rs->template_name),
+                   Cat("Started the VMM from template ", rs->template_name, " (", rs->vcpus,
+                       " vCPUs, ", rs->memory_mib, " MiB)"));
   }
 
   // Restore from a SandboxSnapshot of the same namespace.

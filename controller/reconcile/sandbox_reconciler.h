@@ -148,6 +148,9 @@ class SandboxReconciler {
   ReconcileResult Finalize(Pass& pass);
   ReconcileResult Step(Pass& pass);
   ReconcileResult Create(Pass& pass);
+  // Cold start (from the template or a kept disk): Creating, runtime Start, Started.
+  ReconcileResult StartVm(Pass& pass, const runtime::SandboxRuntimeSpec& rs,
+                          const std::string& announce, const std::string& event_message);
   ReconcileResult WakeFromHibernation(Pass& pass, const runtime::SnapshotInfo& hib);
   ReconcileResult HandleExit(Pass& pass, const runtime::VmObservation& obs);
   ReconcileResult Hibernate(Pass& pass);
